@@ -1,0 +1,36 @@
+# Two commands for a new user: `make quickstart` (the main job, offline) and `make test`.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip --disable-pip-version-check
+PYTEST_ARGS ?= -n 2
+QUICKSTART_OUT ?= runs/quickstart
+
+.PHONY: quickstart test venv clean-venv
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip setuptools wheel
+
+# What the main job needs: the package, eSpeak NG (demo) and the metric weight wheels. speechmos and
+# distillmos are installed without their dependencies: only their weight files are read, and their
+# declared dependencies would pull a multi-GB CUDA PyTorch.
+$(VENV)/.core-installed: setup.py | $(PY)
+	$(PIP) install -q -e ".[demo]"
+	$(PIP) install -q --no-deps speechmos==0.0.1.1 distillmos==0.9.1
+	touch $@
+
+$(VENV)/.test-installed: setup.py $(VENV)/.core-installed
+	$(PIP) install -q -e ".[test,demo]"
+	touch $@
+
+venv: $(VENV)/.core-installed
+
+quickstart: $(VENV)/.core-installed
+	$(PY) experiments/quickstart.py --out $(QUICKSTART_OUT)
+
+test: $(VENV)/.test-installed
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+clean-venv:
+	rm -rf $(VENV)

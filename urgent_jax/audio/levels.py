@@ -1,0 +1,58 @@
+"""Level and decibel helpers (power, RMS, peak, dB conversions), batched over leading axes."""
+
+from __future__ import annotations
+
+import jax.numpy as jnp
+
+
+def power_to_db(power, amin: float = 1e-10):
+    """10 log10(max(power, amin))."""
+    return 10.0 * jnp.log10(jnp.maximum(power, amin))
+
+
+def amplitude_to_db(amplitude, amin: float = 1e-5):
+    """20 log10(max(|amplitude|, amin))."""
+    return 20.0 * jnp.log10(jnp.maximum(jnp.abs(amplitude), amin))
+
+
+def db_to_power(db):
+    return 10.0 ** (db / 10.0)
+
+
+def db_to_amplitude(db):
+    return 10.0 ** (db / 20.0)
+
+
+def spectrogram_to_db(power, ref: str | float = "max", amin: float = 1e-10, top_db: float | None = 80.0):
+    """librosa.power_to_db semantics over the last two axes: ref 'max' uses each example's maximum."""
+    log_spec = power_to_db(power, amin)
+    if ref == "max":
+        ref_val = jnp.max(power, axis=(-2, -1), keepdims=True)
+    else:
+        ref_val = jnp.asarray(ref, power.dtype)
+    log_spec = log_spec - power_to_db(ref_val, amin)
+    if top_db is not None:
+        log_spec = jnp.maximum(log_spec, jnp.max(log_spec, axis=(-2, -1), keepdims=True) - top_db)
+    return log_spec
+
+
+def length_mask(lengths, num_samples: int):
+    """Boolean [..., num_samples] mask of the first `lengths` samples of each example."""
+    return jnp.arange(num_samples) < jnp.asarray(lengths)[..., None]
+
+
+def mean_power(x, lengths=None):
+    """Mean square over the valid samples of x [..., T] -> [...]."""
+    x = jnp.asarray(x, jnp.float32)
+    if lengths is None:
+        return jnp.mean(x**2, axis=-1)
+    mask = length_mask(lengths, x.shape[-1])
+    return jnp.sum(jnp.where(mask, x**2, 0.0), axis=-1) / jnp.maximum(jnp.asarray(lengths), 1)
+
+
+def peak(x, lengths=None):
+    """max |x| over the valid samples -> [...]."""
+    x = jnp.abs(jnp.asarray(x, jnp.float32))
+    if lengths is not None:
+        x = jnp.where(length_mask(lengths, x.shape[-1]), x, 0.0)
+    return jnp.max(x, axis=-1)
