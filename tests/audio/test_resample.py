@@ -9,7 +9,13 @@ import pytest
 import scipy.signal
 import soxr
 
-from urgent_jax.audio.resample import SAMPLE_RATES, design_resampler, resample, resampled_length
+from urgent_jax.audio.resample import (
+    SAMPLE_RATES,
+    design_resampler,
+    resample,
+    resample_numpy,
+    resampled_length,
+)
 
 PAIRS = [(a, b) for a, b in itertools.product(SAMPLE_RATES, SAMPLE_RATES) if a != b]
 
@@ -79,3 +85,9 @@ def test_identity_and_round_trip(rng):
     back = np.asarray(resample(resample(x, 16000, 48000), 48000, 16000))
     inner = slice(1600, -1600)
     assert np.abs(back[inner] - x[inner]).max() < 1e-4
+
+
+@pytest.mark.parametrize("orig,new", [(22050, 8000), (22050, 48000), (48000, 16000), (44100, 48000)])
+def test_numpy_twin_matches_jax_resampler(orig, new, rng):
+    x = (0.1 * rng.standard_normal((2, 9000))).astype(np.float32)
+    np.testing.assert_allclose(resample_numpy(x, orig, new), np.asarray(resample(x, orig, new)), atol=1e-6)

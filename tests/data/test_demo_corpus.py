@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from urgent_jax.audio.resample import resample
 from urgent_jax.data import demo_corpus
 from urgent_jax.data.speech_synth import SpeechSynthError, SpeechSynthesizer, Voice
 
@@ -232,13 +231,6 @@ def test_synthesizer_is_repeatable_and_reports_errors(tmp_path):
     fake.write_bytes(b"not a shared library")
     with pytest.raises(SpeechSynthError, match="cannot load eSpeak NG"):
         SpeechSynthesizer(library_path=str(fake))
-
-
-def test_corpus_resampler_is_the_audio_resampler(rng):
-    x = (0.1 * rng.standard_normal(30000)).astype(np.float32)
-    for new_sr in (8000, 16000, 24000, 44100, 48000):
-        expected = np.asarray(resample(x, 22050, new_sr))
-        np.testing.assert_allclose(demo_corpus._resample(x, 22050, new_sr), expected, atol=1e-6)
 
 
 def test_cli_rejects_unknown_size(tmp_path):

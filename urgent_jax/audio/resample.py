@@ -158,3 +158,21 @@ def resample(
     )  # [N, num_blocks, b_out]
     y = y.reshape(-1, num_blocks * b_out)[:, :n_out]
     return y.reshape(*lead, n_out)
+
+
+def resample_numpy(x: np.ndarray, orig_sr: int, new_sr: int) -> np.ndarray:
+    """Host-side twin of `resample` (same filter, scheme and output length) in float64 -> float32.
+
+    For code that must not call into jax (host callbacks, data-building scripts) or must be
+    bit-reproducible across thread counts: scipy's single-threaded polyphase filter (scipy ships
+    with jax) instead of the multi-threaded XLA convolution; the two agree to ~1e-7.
+    """
+    import scipy.signal  # scipy is a dependency of jax
+
+    x = np.asarray(x)
+    if orig_sr == new_sr:
+        return x.astype(np.float32)
+    up, down, taps = design_resampler(orig_sr, new_sr)
+    # resample_poly multiplies the window by `up`; design_resampler's taps already carry that gain.
+    y = scipy.signal.resample_poly(x.astype(np.float64), up, down, axis=-1, window=taps / up)
+    return y.astype(np.float32)

@@ -33,7 +33,7 @@ from tqdm import tqdm
 
 from urgent_jax.audio.filters import next_fast_len
 from urgent_jax.audio.io import write_audio
-from urgent_jax.audio.resample import SAMPLE_RATES, design_resampler
+from urgent_jax.audio.resample import SAMPLE_RATES, resample_numpy
 from urgent_jax.data.room import synthesize_rir
 from urgent_jax.data.speech_synth import (
     ESPEAK_LANGUAGES,
@@ -341,19 +341,6 @@ def _peak_normalise(x: np.ndarray, peak_db: float) -> np.ndarray:
 # --- resampling -----------------------------------------------------------------------------------
 
 
-def _resample(x: np.ndarray, orig_sr: int, new_sr: int) -> np.ndarray:
-    """`audio.resample` (same Kaiser filter, polyphase scheme and output length) run in float64 by
-    scipy's single-threaded polyphase filter. The jitted resampler agrees to ~1e-7, but its
-    multi-threaded convolution can flip a 16-bit rounding when the thread count changes; this keeps
-    the files bit-identical across machines of one architecture, and compiles nothing."""
-    if orig_sr == new_sr:
-        return x.astype(np.float32)
-    up, down, taps = design_resampler(orig_sr, new_sr)
-    # resample_poly multiplies the filter by `up`; design_resampler's taps already carry that gain.
-    y = scipy.signal.resample_poly(np.asarray(x, np.float64), up, down, window=taps / up)
-    return y.astype(np.float32)
-
-
 # --- files --------------------------------------------------------------------------------------
 
 
@@ -427,7 +414,7 @@ def build_demo_corpus(
             bar.set_description(f"{split} speech")
             for item in speech[split]:
                 audio = _synthesize_speech(item, synth, seed)
-                audio = _resample(audio, ESPEAK_SAMPLE_RATE, item.sample_rate)
+                audio = resample_numpy(audio, ESPEAK_SAMPLE_RATE, item.sample_rate)
                 audio = _finish_speech(audio, item.level_db, item.sample_rate)
                 path = os.path.join(audio_dir, "speech", split, item.language, f"{item.uid}.flac")
                 _save(path, audio, item.sample_rate, files[split].speech, item.uid)
@@ -435,7 +422,7 @@ def build_demo_corpus(
             bar.set_description(f"{split} noise")
             for item in noise[split]:
                 if item.kind == "babble":
-                    audio = _resample(_babble(item, synth), ESPEAK_SAMPLE_RATE, item.sample_rate)
+                    audio = resample_numpy(_babble(item, synth), ESPEAK_SAMPLE_RATE, item.sample_rate)
                 else:
                     audio = _procedural_noise(item)
                 audio = _peak_normalise(audio, item.peak_db)
