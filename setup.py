@@ -29,6 +29,7 @@ EXTRAS = {
         "pysptk>=1.0",
         "fastdtw==0.3.4",
         "fast-bss-eval==0.1.4",
+        "resampy>=0.4",  # librosa kaiser_* methods, for the mixing benchmark's reference
     ],
     # eSpeak NG library + voice data, for the offline demo corpus.
     "demo": ["espeakng-loader==0.2.4"],

@@ -35,3 +35,18 @@ def noizeus_pair(shared_data):
 @pytest.fixture
 def rng():
     return np.random.default_rng(1234)
+
+
+@pytest.fixture(scope="session")
+def demo_root(tmp_path_factory) -> Path:
+    """The small demo corpus (speech at all seven rates, noise/wind/RIR covering them), built once."""
+    from urgent_jax.data.demo_corpus import build_demo_corpus
+
+    root = tmp_path_factory.mktemp("demo_corpus")
+    build_demo_corpus(root, seed=0, size="small", use_progress_bar=False)
+    return root
+
+
+@pytest.fixture(scope="session")
+def demo_sources(demo_root) -> Path:
+    return demo_root / "train_sources"

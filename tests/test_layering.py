@@ -10,6 +10,13 @@ import ast
 from pathlib import Path
 
 PACKAGE = "urgent_jax"
+# Upward edges allowed by name, each with its reason. Keep this list short.
+ALLOWED = {
+    # The official generate_data_param.py is replaced by `python -m urgent_jax.simulation.
+    # generate_params` (command path fixed by the issue); it is a CLI that reads source manifests.
+    ("urgent_jax.simulation.generate_params", "urgent_jax.data.manifest"),
+}
+
 RANKS = {
     "audio": 0,
     "metrics": 1,
@@ -42,9 +49,12 @@ def _imported_modules(path: Path, module: str) -> list[tuple[int, str]]:
             else:
                 name = node.module or ""
             found.append((node.lineno, name))
-            # `from urgent_jax import metrics` imports the subpackage itself.
+            # `from urgent_jax import metrics` imports the subpackage itself; other names imported
+            # from the top-level package (urgent_jax/__init__.py, below every rank) are fine.
             if name == PACKAGE:
-                found += [(node.lineno, f"{PACKAGE}.{alias.name}") for alias in node.names]
+                found.pop()
+                found += [(node.lineno, f"{PACKAGE}.{alias.name}") for alias in node.names
+                          if alias.name in RANKS]
     return found
 
 
@@ -67,6 +77,8 @@ def layering_violations(root: Path) -> list[str]:
             if target[0] != PACKAGE or len(target) < 2 or target[1] == src:
                 continue
             dst = target[1]
+            if (module, name) in ALLOWED:
+                continue
             if dst not in RANKS:
                 problems.append(f"{path}:{line}: imports unknown package {name}")
             elif RANKS[dst] >= RANKS[src]:

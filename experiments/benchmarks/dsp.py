@@ -12,26 +12,17 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import time
 
 import jax
 import numpy as np
 import scipy.signal
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", ".."))
+sys.path.insert(0, os.path.dirname(__file__))
+
+from timing import median_time  # noqa: E402
 
 from urgent_jax.audio import filters, resample, stft  # noqa: E402
-
-
-def _time(fn, repeats: int) -> float:
-    """Median wall time of fn() over repeats (after one warm-up call)."""
-    fn()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return float(np.median(times))
 
 
 def main() -> None:
@@ -47,8 +38,8 @@ def main() -> None:
     def bench(name, fs, ours_fn, ref_fn, x):
         audio_s = x.shape[0] * x.shape[-1] / fs
         ours = jax.jit(ours_fn)
-        t_ours = _time(lambda: jax.block_until_ready(ours(x)), args.repeats)
-        t_ref = _time(lambda: [ref_fn(row) for row in x], args.repeats)
+        t_ours = median_time(lambda: jax.block_until_ready(ours(x)), args.repeats)
+        t_ref = median_time(lambda: [ref_fn(row) for row in x], args.repeats)
         rows.append((name, audio_s / t_ours, audio_s / t_ref))
 
     for fs, n_fft, hop in ((16000, 320, 160), (48000, 960, 480)):
@@ -69,8 +60,8 @@ def main() -> None:
         def ours_istft(s, n_fft=n_fft, hop=hop, n=n):
             return stft.istft(s, n_fft, hop, length=n)
 
-        t_ours = _time(lambda: jax.block_until_ready(jax.jit(ours_istft)(spec)), args.repeats)
-        t_ref = _time(
+        t_ours = median_time(lambda: jax.block_until_ready(jax.jit(ours_istft)(spec)), args.repeats)
+        t_ref = median_time(
             lambda: [scipy.signal.istft(s, nperseg=n_fft, noverlap=n_fft - hop) for s in ref_specs],
             args.repeats,
         )

@@ -220,6 +220,56 @@ def find_source_list(directory: PathLike, kind: str) -> Path:
     raise ManifestError(f"{os.fspath(directory)}: no {kind} source list (looked for {looked})")
 
 
+@dataclasses.dataclass(frozen=True)
+class SourceTables:
+    """Everything a Track 1 source directory holds (train_sources/ or a validation folder).
+
+    Optional files that are absent give empty containers; `lengths` holds source_length.scp values
+    (samples at each file's own rate) when present.
+    """
+
+    speech: list[SourceEntry]
+    noise: list[SourceEntry]
+    wind_noise: list[SourceEntry]
+    rir: list[SourceEntry]
+    utt2spk: dict[str, str]
+    text: dict[str, str]
+    utt2lang: dict[str, str]
+    lengths: dict[str, int]
+
+
+def read_source_dir(directory: PathLike, *, check_files: bool = False) -> SourceTables:
+    """Read a source directory: the speech list is required; noise, wind-noise and RIR lists,
+    utt2spk, text, utt2lang and source_length.scp are read when present."""
+    directory = Path(directory)
+
+    def optional_list(kind: str) -> list[SourceEntry]:
+        try:
+            path = find_source_list(directory, kind)
+        except ManifestError:
+            return []
+        return read_source_list(path, check_files=check_files, allow_empty=True)
+
+    def optional_kv(name: str, reader=None) -> dict:
+        path = directory / name
+        if not path.is_file():
+            return {}
+        if reader is not None:
+            return reader(path, allow_empty=True)
+        return read_kv(path, allow_empty=True, allow_empty_value=True)
+
+    return SourceTables(
+        speech=read_source_list(find_source_list(directory, "speech"), check_files=check_files),
+        noise=optional_list("noise"),
+        wind_noise=optional_list("wind_noise"),
+        rir=optional_list("rir"),
+        utt2spk=optional_kv("utt2spk"),
+        text=optional_kv("text"),
+        utt2lang=optional_kv("utt2lang"),
+        lengths=optional_kv("source_length.scp", read_int_kv),
+    )
+
+
 # --- key-value files: `uid value` (value = rest of the line) ---
 
 

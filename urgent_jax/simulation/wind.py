@@ -11,12 +11,18 @@ This is the generator the official recipe runs offline to make `wind_noise_<fs>h
    spectral frequencies that are polynomials in the local speed;
 4. peak normalisation to 0.95.
 
-Render-time wind mixing (side-chain compression, clipping) is not here. The generator runs once per
-source file, so it is plain numpy/scipy rather than a jitted function.
+The generator runs once per source file, so it is plain numpy/scipy rather than a jitted function.
+
+Render-time wind mixing (REFERENCE.md §2.6 "Mixing") is the jax half of this module:
+`sidechain_compress` re-implements ffmpeg's `sidechaincompress` filter (downward, rms detection,
+mono) and `mix_wind_noise` runs the whole official procedure (peak scaling, compression keyed by the
+wind, `amix`, optional clipping) on padded batches.
 """
 
 from __future__ import annotations
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 import scipy.signal
 
@@ -202,3 +208,187 @@ def generate_wind_noise(
     if not np.isfinite(peak) or peak == 0:
         raise FloatingPointError("wind generator produced a silent or non-finite signal")
     return (PEAK / peak * wind).astype(np.float32)
+
+
+# --------------------------------------------------------------------------------------------------
+# Render-time mixing (jax)
+# --------------------------------------------------------------------------------------------------
+
+DEFAULT_KNEE = 2.82843  # ffmpeg sidechaincompress default knee (linear, ~9 dB wide)
+MIX_PEAK = 0.9  # the official mixer scales speech and noise to this joint peak before ffmpeg
+
+
+def _params(x, shape: tuple[int, ...]) -> jax.Array:
+    """A scalar or array parameter -> float32 broadcast to `shape` (the signal's leading dims)."""
+    return jnp.broadcast_to(jnp.asarray(x, jnp.float32), shape)
+
+
+def _envelope(power: jax.Array, attack_coeff: jax.Array, release_coeff: jax.Array) -> jax.Array:
+    """One-pole attack/release follower of the squared side chain [..., T] -> [..., T].
+
+    e[n] = e[n-1] + (p[n] - e[n-1]) * (attack_coeff if p[n] > e[n-1] else release_coeff), e[-1] = 0.
+    The only sequential part of the compressor: a scan over time whose carry holds all leading
+    dims. A plain per-sample scan is the fastest form on XLA:CPU (an unrolled body is slower).
+    """
+    lead = power.shape[:-1]
+
+    def step(env: jax.Array, p: jax.Array) -> tuple[jax.Array, jax.Array]:
+        env = env + (p - env) * jnp.where(p > env, attack_coeff, release_coeff)
+        return env, env
+
+    init = jnp.zeros(lead, power.dtype)
+    _, env = jax.lax.scan(step, init, jnp.moveaxis(power, -1, 0))  # over time: [T, ...]
+    return jnp.moveaxis(env, 0, -1)
+
+
+def _hermite(x, x0, x1, p0, p1, m0, m1) -> jax.Array:
+    """Cubic Hermite spline on [x0, x1]: end values p0, p1, end slopes m0, m1 (per unit of x)."""
+    width = x1 - x0
+    t = (x - x0) / width
+    t2 = t * t
+    h01 = t2 * (3.0 - 2.0 * t)  # weight of p1 (that of p0 is 1 - h01)
+    h10 = t * (1.0 - t) ** 2  # weight of width * m0
+    h11 = t2 * (t - 1.0)  # weight of width * m1
+    return p0 + h01 * (p1 - p0) + width * (h10 * m0 + h11 * m1)
+
+
+def _compressor_gain(env: jax.Array, threshold, ratio, knee) -> jax.Array:
+    """ffmpeg's downward soft-knee gain for an rms envelope (mean square) [..., T] -> [..., T].
+
+    Works in natural-log amplitude: slope = ln(rms); above the knee the output level is
+    (slope - ln thr) / ratio + ln thr; inside [thr / sqrt(knee), thr * sqrt(knee)] a Hermite
+    spline joins the identity to that line. Gain 1 below the knee start.
+    """
+    thres = jnp.log(threshold)
+    knee_start = jnp.log(threshold / jnp.sqrt(knee))
+    knee_stop = jnp.log(threshold * jnp.sqrt(knee))
+    compressed_knee_stop = (knee_stop - thres) / ratio + thres
+    adj_knee_start = (threshold / jnp.sqrt(knee)) ** 2  # rms detection compares mean squares
+
+    is_active = (env > 0.0) & (env > adj_knee_start)
+    slope = 0.5 * jnp.log(jnp.where(is_active, env, 1.0))  # ln of the rms level
+    level = (slope - thres) / ratio + thres
+    use_knee = (knee > 1.0) & (slope < knee_stop)
+    safe_stop = jnp.where(knee > 1.0, knee_stop, knee_start + 1.0)  # avoid 0 width at knee <= 1
+    in_knee = _hermite(
+        slope, knee_start, safe_stop, knee_start, compressed_knee_stop, 1.0, 1.0 / ratio
+    )
+    level = jnp.where(use_knee, in_knee, level)
+    return jnp.where(is_active, jnp.exp(level - slope), 1.0)
+
+
+def _valid_min_max(x: jax.Array, valid: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """(min, max) of x [..., T] over the valid samples, [..., 1] each; +-inf for an empty row.
+
+    One variadic reduction: XLA:CPU fuses the masking into it instead of materialising masked
+    copies of x (large fresh buffers, whose page faults cost more than the arithmetic here).
+    """
+    low, high = jax.lax.reduce(
+        (jnp.where(valid, x, jnp.inf), jnp.where(valid, x, -jnp.inf)),
+        (np.float32(np.inf), np.float32(-np.inf)),
+        lambda a, b: (jnp.minimum(a[0], b[0]), jnp.maximum(a[1], b[1])),
+        (x.ndim - 1,),
+    )
+    return low[..., None], high[..., None]
+
+
+def sidechain_compress(
+    main,
+    sidechain,
+    sample_rate: int,
+    threshold,
+    ratio,
+    attack_ms,
+    release_ms,
+    sc_gain=1.0,
+    knee=DEFAULT_KNEE,
+    makeup=1.0,
+    mix=1.0,
+    level_in=1.0,
+) -> jax.Array:
+    """ffmpeg `sidechaincompress` (downward, rms detection, mono): main ducked by the side chain.
+
+    main, sidechain: float32 [..., T] at sample_rate (Hz, static). threshold: linear amplitude;
+    ratio >= 1; attack_ms, release_ms: envelope time constants (ffmpeg's coefficient
+    min(1, 4000 / (ms * fs))); sc_gain: ffmpeg `level_sc`; knee: linear width (> 1 soft knee);
+    makeup, mix, level_in: as in ffmpeg. Parameters are scalars or arrays broadcastable to the
+    leading dims. Returns main * level_in * (gain * makeup * mix + 1 - mix) [..., T], float32.
+    """
+    main = jnp.asarray(main, jnp.float32)
+    sidechain = jnp.asarray(sidechain, jnp.float32)
+    if main.shape != sidechain.shape:
+        raise ValueError(f"main {main.shape} and sidechain {sidechain.shape} must have one shape")
+    lead = main.shape[:-1]
+    # per-example parameters against the time axis: [..., 1]
+    columns = (threshold, ratio, knee, makeup, mix, level_in, sc_gain)
+    threshold, ratio, knee, makeup, mix, level_in, sc_gain = (
+        _params(x, lead)[..., None] for x in columns
+    )
+    attack_coeff = jnp.minimum(1.0, 1.0 / (_params(attack_ms, lead) * (sample_rate / 4000.0)))
+    release_coeff = jnp.minimum(1.0, 1.0 / (_params(release_ms, lead) * (sample_rate / 4000.0)))
+
+    env = _envelope(jnp.square(sidechain * sc_gain), attack_coeff, release_coeff)
+    gain = _compressor_gain(env, threshold, ratio, knee)
+    return main * level_in * (gain * makeup * mix + (1.0 - mix))
+
+
+def mix_wind_noise(
+    speech,
+    noise,
+    lengths,
+    sample_rate: int,
+    threshold,
+    ratio,
+    attack_ms,
+    release_ms,
+    sc_gain,
+    use_clipping,
+    clipping_threshold,
+    amix_gain=1.0,
+) -> jax.Array:
+    """The official wind mixing (REFERENCE.md §2.6 "Mixing" steps 2-5) on a padded batch.
+
+    speech [B, T] (the noisy-speech branch, reverberant or not), noise [B, T] (wind, already
+    cropped/wrap-padded and scaled to the drawn SNR), lengths [B] valid samples; the other
+    parameters are [B] arrays (or scalars): threshold, ratio, attack_ms, release_ms, sc_gain as in
+    `sidechain_compress`, use_clipping bool, clipping_threshold c. Returns noisy [B, T] float32,
+    zero beyond lengths:
+
+        k = 0.9 / max(max|speech|, max|noise|)       (1 when both rows are silent)
+        noisy = amix_gain * (sidechain_compress(k speech, k noise) + k noise) / k
+        if use_clipping: noisy = max(noisy, c min(noisy)); noisy = min(noisy, c max(noisy))
+
+    with min/max over the valid samples. This is the intended behaviour, not the reference's bugs
+    (§6.1, §6.3): the clipping flag is honoured (the reference always clips), and amix_gain = 1
+    keeps noisy on the scale of the target (0.5 reproduces ffmpeg amix's halving). The noise to
+    store with the example is `noise` itself (the reference divides its k-scaled copy back by k);
+    the target is not touched here. The 16-bit WAV round trip through ffmpeg is not modelled.
+    """
+    speech = jnp.asarray(speech, jnp.float32)
+    noise = jnp.asarray(noise, jnp.float32)
+    lead, num_samples = speech.shape[:-1], speech.shape[-1]
+    valid = jnp.arange(num_samples) < jnp.asarray(lengths)[..., None]  # [B, T]
+    speech = jnp.where(valid, speech, 0.0)
+    noise = jnp.where(valid, noise, 0.0)
+
+    speech_min, speech_max = _valid_min_max(speech, valid)
+    noise_min, noise_max = _valid_min_max(noise, valid)
+    peak = jnp.maximum(jnp.maximum(speech_max, -speech_min), jnp.maximum(noise_max, -noise_min))
+    k = jnp.where(peak > 0.0, MIX_PEAK / jnp.where(peak > 0.0, peak, 1.0), 1.0)  # [B, 1]
+    compressed = sidechain_compress(
+        k * speech, k * noise, sample_rate, threshold, ratio, attack_ms, release_ms, sc_gain
+    )
+    noisy = _params(amix_gain, lead)[..., None] * (compressed + k * noise) / k
+
+    # Clipping: the lower bound c * min, then the upper bound c * max of the lower-clipped signal,
+    # whose max is max(max(noisy), c * min): both bounds come from one pass over noisy.
+    c = _params(clipping_threshold, lead)[..., None]
+    low, high = _valid_min_max(noisy, valid)
+    low = c * low
+    high = c * jnp.maximum(high, low)
+    is_empty = ~jnp.any(valid, axis=-1, keepdims=True)  # length 0: keep the bounds finite
+    low, high = jnp.where(is_empty, 0.0, low), jnp.where(is_empty, 0.0, high)
+    clipped = jnp.minimum(jnp.maximum(noisy, low), high)
+    use_clipping = jnp.broadcast_to(jnp.asarray(use_clipping, bool), lead)[..., None]
+    noisy = jnp.where(use_clipping, clipped, noisy)
+    return jnp.where(valid, noisy, 0.0)
