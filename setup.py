@@ -13,6 +13,7 @@ CORE = [
     "ml-collections>=1.1",
     "absl-py>=2.1",
     "tqdm>=4.60",
+    "tensorboardX>=2.6",  # TensorBoard event files without TensorFlow
 ]
 
 EXTRAS = {
@@ -33,9 +34,12 @@ EXTRAS = {
     ],
     # eSpeak NG library + voice data, for the offline demo corpus.
     "demo": ["espeakng-loader==0.2.4"],
+    # Host-side pieces of the evaluation: the PESQ C library, soxr (the reference's resampler for
+    # PESQ above 16 kHz) and matplotlib (report figures).
+    "metrics": ["pesq==0.0.4", "soxr>=0.5", "matplotlib>=3.8"],
     # Pretrained metric weights shipped inside wheels (DNSMOS ONNX files, Distill-MOS checkpoint).
     # The Makefile installs these two with --no-deps: only their weight files are used.
-    "eval": ["speechmos==0.0.1.1", "distillmos==0.9.1"],
+    "eval": ["pesq==0.0.4", "soxr>=0.5", "matplotlib>=3.8", "speechmos==0.0.1.1", "distillmos==0.9.1"],
     # PyTorch, only for converting reference checkpoints (CPU build).
     "convert": ["torch==2.13.0"],
 }

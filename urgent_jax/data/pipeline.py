@@ -18,6 +18,7 @@ of distinct shapes (compiles) is at most (#rates x num_buckets).
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import math
@@ -247,8 +248,9 @@ class LoadSources:
 
 class LoaderMixing:
     """Main-process batch transform: simulate a `LoadSources` batch with
-    simulate_fn(key, Sources, sample_rate=fs, sim_config=..., **simulate_kwargs) -> (Mixture, _)
-    and return {noisy, target [B, T] f32, lengths, fs, index, valid, skipped, global_index}.
+    simulate_fn(key, Sources, sample_rate=fs) -> (Mixture, _), its config already bound (default:
+    jitted `simulate_batch` with sim_config / simulate_kwargs bound statically), and return
+    {noisy, target [B, T] f32, lengths, fs, index, valid, skipped, global_index}.
 
     key = fold_in(fold_in(PRNGKey(seed), global_index), process_index): a function of the batch
     counter, so resumed runs draw the same mixtures. use_cpu runs it on the host CPU backend (the
@@ -266,22 +268,21 @@ class LoaderMixing:
         use_cpu: bool = True,
     ):
         self.seed, self.process_index = seed, process_index
-        self.simulate_fn = simulate_fn or jax.jit(
-            simulate_batch, static_argnames=("sample_rate", "max_num_samples")
-        )
         self.sim_config, self.simulate_kwargs = sim_config, dict(simulate_kwargs or {})
+        # The config (strings, tuples) is bound statically, not traced.
+        self.simulate_fn = simulate_fn or jax.jit(
+            functools.partial(simulate_batch, sim_config=sim_config, **self.simulate_kwargs),
+            static_argnames=("sample_rate",),
+        )
         self.use_cpu = use_cpu
 
     def __call__(self, batch: dict) -> dict:
-        device = jax.devices("cpu")[0] if self.use_cpu else None
+        device = jax.local_devices(backend="cpu")[0] if self.use_cpu else None
         with jax.default_device(device):
             key = jax.random.fold_in(jax.random.PRNGKey(self.seed), int(batch["global_index"]))
             key = jax.random.fold_in(key, self.process_index)
             sources = Sources(*(batch[name] for name in SOURCES_FIELDS))
-            mixture, _ = self.simulate_fn(
-                key, sources, sample_rate=int(batch["fs"]), sim_config=self.sim_config,
-                **self.simulate_kwargs,
-            )  # fmt: skip
+            mixture, _ = self.simulate_fn(key, sources, sample_rate=int(batch["fs"]))
             noisy, target = np.asarray(mixture.noisy), np.asarray(mixture.target)
         keep = ("lengths", "fs", "index", "valid", "skipped", "global_index")
         return {"noisy": noisy, "target": target, **{k: batch[k] for k in keep}}
@@ -474,6 +475,7 @@ def make_dynamic_mixing_loader(
     p_wind: float = 0.05,
     p_reverb: float = 0.5,
     max_rir_duration_s: float = 2.0,
+    sample_rates: tuple[int, ...] | None = None,
     num_buckets: int = 8,
     num_workers: int = 0,
     shard_index: int | None = None,
@@ -492,14 +494,15 @@ def make_dynamic_mixing_loader(
     the train step simulates. mixing "loader": the main process runs simulate_fn (default: jitted
     `simulate_batch` with sim_config / simulate_kwargs) on each batch (see `LoaderMixing`) and
     yields {noisy, target, lengths, fs, index, valid, skipped, global_index}.
-    max_num_samples crops speech by samples whatever the rate (official DM: 96000).
+    max_num_samples crops speech by samples whatever the rate (official DM: 96000). sample_rates
+    keeps only speech at those rates (None: all).
     """
     if mixing not in ("loader", "step"):
         raise ValueError(f"mixing must be 'loader' or 'step', got {mixing!r}")
     shard_index, shard_count = _shard(shard_index, shard_count)
     source = DynamicMixingSource(
         sources_dir, p_wind=p_wind, p_reverb=p_reverb, max_num_samples=max_num_samples,
-        max_rir_duration_s=max_rir_duration_s, policy=policy,
+        max_rir_duration_s=max_rir_duration_s, policy=policy, sample_rates=sample_rates,
     )  # fmt: skip
     transform = None
     if mixing == "loader":

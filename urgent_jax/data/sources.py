@@ -377,7 +377,8 @@ class DynamicMixingSource:
     Noise: with probability p_wind a wind noise (uid prefix `wind_noise`), else an ordinary one,
     uniform with replacement among files at exactly the speech rate, else at a random higher rate
     (never lower; wind falls back to ordinary noise when no wind file qualifies). RIR: with
-    probability p_reverb, same rate rule. Unlike the official DM (§6.7) RIRs are never cropped at
+    probability p_reverb, same rate rule. `sample_rates` keeps only speech at those rates (all when
+    None), e.g. to train a quick model at a few rates. Unlike the official DM (§6.7) RIRs are never cropped at
     random. policy "skip" (default) replaces a bad speech item by the next item of its rate and a
     bad noise/RIR by another draw, at most `max_retries` times each.
     """
@@ -394,10 +395,18 @@ class DynamicMixingSource:
         policy: SkipPolicy = "skip",
         max_retries: int = 8,
         counter: BadFileCounter | None = None,
+        sample_rates: Sequence[int] | None = None,
     ):
         sources_dir = Path(sources_dir)
         tables = read_source_dir(sources_dir)
         order = sorted(range(len(tables.speech)), key=lambda i: tables.speech[i].fs)  # stable
+        if sample_rates:
+            wanted = {int(r) for r in sample_rates}
+            order = [i for i in order if tables.speech[i].fs in wanted]
+            if not order:
+                found = sorted({e.fs for e in tables.speech})
+                raise ValueError(f"{sources_dir}: no speech at sample_rates {sorted(wanted)}; "
+                                 f"the speech list has {found}")
         self.speech = [self._resolved(tables.speech[i], sources_dir) for i in order]
         noises = [self._resolved(e, sources_dir) for e in tables.noise + tables.wind_noise]
         self.noise: list[SourceEntry] = noises  # ordinary and wind noise, one table

@@ -1,0 +1,317 @@
+"""Forward+backward training-step cost of BSRNN and FlowSE: urgent_jax against the PyTorch references.
+
+    python experiments/benchmarks/train_step.py                          # batch 2 x 4 s, 16 + 48 kHz
+    python experiments/benchmarks/train_step.py --models bsrnn --fs 16000 --steps 3
+    python experiments/benchmarks/train_step.py --quick                  # tiny configs, 1 s, 16 kHz
+    python experiments/benchmarks/train_step.py --models bsrnn --fs 16000 --remat both --no_torch
+
+Sizes are the official ones (BSRNN N = 196, 6 layers; FlowSE N = 384, 6 layers) unless --quick,
+which uses the registry's TINY sizes for both sides. Every (implementation, model, rate) runs in its
+own subprocess, so its peak resident memory (getrusage ru_maxrss) is its own.
+
+- jax: `jit(value_and_grad(loss))` of the training loss (BSRNN: the multi-resolution L1 loss on the
+  enhanced waveform; FlowSE: `flowse.flow_matching_loss`). "compile s" is lower + compile; "step s"
+  the median of --steps calls after one warm-up call. "XLA GiB" is the compiled program's temp +
+  argument bytes.
+- torch: ESPnet STFTEncoder + BSRNNSeparator + STFTDecoder with ESPnet's MultiResL1SpecLoss as the
+  official baseline configures it (REFERENCE.md §3.4), or the FlowSE network of
+  flowse_reference.py with its flow-matching loss and ESPnet's compressing STFTEncoder; eager CPU,
+  torch.set_num_threads(--threads). "compile s" is its first (warm-up) step. "step s" as above.
+  Subnormal floats are flushed to zero (torch.set_flush_denormal), as XLA:CPU does: with random
+  weights some steps otherwise ran 10x slower (tiny FlowSE: 0.3 s or 3.1 s per step from run to
+  run); --keep_denormals measures stock torch.
+
+Ratios are jax / torch (below 1: ours is faster or smaller). Random weights and audio; loss values
+are printed only to show that both sides ran.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import time
+import types
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+SIZES = {"bsrnn": (196, 6), "flowse": (384, 6)}  # official (channels N, dual-path layers)
+
+
+def peak_rss_gib() -> float:
+    """This process's peak resident memory so far (Linux reports ru_maxrss in KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+
+
+def signals(batch: int, num_samples: int):
+    """(clean, noisy) float32 [batch, num_samples], the same on both sides."""
+    rng = np.random.default_rng(0)
+    clean = (rng.standard_normal((batch, num_samples)) * 0.1).astype(np.float32)
+    noisy = clean + (rng.standard_normal((batch, num_samples)) * 0.05).astype(np.float32)
+    return clean, noisy
+
+
+def run_jax(model_name, fs, batch, seconds, steps, channels, layers, use_remat) -> dict:
+    import jax
+    import jax.numpy as jnp
+
+    import urgent_jax
+    from urgent_jax import models
+    from urgent_jax.losses.spectral import multi_resolution_l1
+    from urgent_jax.models import flowse
+
+    urgent_jax.configure_host_allocator()  # as every urgent_jax command does
+    n = int(seconds * fs)
+    clean, noisy = (jnp.asarray(x) for x in signals(batch, n))
+    lengths = jnp.full((batch,), n, jnp.int32)
+    model = models.build(
+        model_name, num_channels=channels, num_layers=layers, use_remat=use_remat
+    )
+    variables = models.init_variables(model, jax.random.key(0), fs)
+    constants = {k: v for k, v in variables.items() if k != "params"}
+
+    def loss_fn(params, clean, noisy, lengths, key):
+        full = {"params": params, **constants}
+        if model_name == "flowse":
+            return flowse.flow_matching_loss(model, full, clean, noisy, lengths, fs, key)
+        est = model.apply(full, noisy, lengths, sample_rate=fs)
+        return jnp.mean(multi_resolution_l1(clean, est, lengths))
+
+    args = (variables["params"], clean, noisy, lengths, jax.random.key(1))
+    t0 = time.perf_counter()
+    compiled = jax.jit(jax.value_and_grad(loss_fn)).lower(*args).compile()
+    compile_s = time.perf_counter() - t0
+    mem = compiled.memory_analysis()  # None where the backend does not report it
+    xla_gib = None if mem is None else (mem.temp_size_in_bytes + mem.argument_size_in_bytes) / 2**30
+    jax.block_until_ready(compiled(*args))  # warm-up
+    times = []
+    for _ in range(steps):
+        t0 = time.perf_counter()
+        loss, grads = compiled(*args)
+        jax.block_until_ready(grads)
+        times.append(time.perf_counter() - t0)
+    return {
+        "step_s": float(np.median(times)),
+        "compile_s": compile_s,
+        "peak_rss_gib": peak_rss_gib(),
+        "xla_gib": xla_gib,
+        "loss": float(loss),
+    }
+
+
+def run_torch(
+    model_name, fs, batch, seconds, steps, channels, layers, threads, flush_denormal
+) -> dict:
+    # espnet2's time_domain criteria module imports ci_sdr, which only CISDRLoss needs
+    sys.modules.setdefault("ci_sdr", types.ModuleType("ci_sdr"))
+    import torch
+    from espnet2.enh.decoder.stft_decoder import STFTDecoder
+    from espnet2.enh.encoder.stft_encoder import STFTEncoder
+
+    torch.set_num_threads(threads)
+    torch.set_flush_denormal(flush_denormal)
+    torch.manual_seed(0)
+    n = int(seconds * fs)
+    clean, noisy = (torch.from_numpy(x) for x in signals(batch, n))
+    lengths = torch.full((batch,), n)
+
+    if model_name == "flowse":
+        sys.path.insert(0, str(HERE))
+        import flowse_reference
+
+        net = flowse_reference.FlowSEBSRNN(num_channel=channels, num_layer=layers)
+        encoder = STFTEncoder(
+            n_fft=1536,
+            hop_length=384,
+            use_builtin_complex=True,
+            default_fs=48000,
+            spec_transform_type="exponent",
+            spec_abs_exponent=0.667,
+            spec_factor=0.065,
+        )
+
+        def loss_fn():
+            return flowse_reference.flow_matching_loss(net, encoder, clean, noisy, lengths, fs)
+
+        params = list(net.parameters())
+    else:
+        from espnet2.enh.loss.criterions.time_domain import MultiResL1SpecLoss
+        from espnet2.enh.separator.bsrnn_separator import BSRNNSeparator
+
+        encoder = STFTEncoder(n_fft=960, hop_length=480, use_builtin_complex=True, default_fs=48000)
+        decoder = STFTDecoder(n_fft=960, hop_length=480, default_fs=48000)
+        separator = BSRNNSeparator(
+            481, num_spk=1, num_channels=channels, num_layers=layers, causal=False
+        )
+        criterion = MultiResL1SpecLoss(
+            window_sz=[256, 512, 768, 1024],
+            time_domain_weight=0.5,
+            normalize_variance=True,
+            eps=1e-6,
+            reduction="sum",
+        )
+
+        def loss_fn():
+            spec, flens = encoder(noisy, lengths, fs=fs)
+            est = decoder(separator(spec, flens)[0][0], lengths, fs=fs)[0]
+            return criterion(clean, est).mean()
+
+        params = list(separator.parameters())
+
+    def step():
+        for p in params:
+            p.grad = None
+        loss = loss_fn()
+        loss.backward()
+        return float(loss)
+
+    t0 = time.perf_counter()
+    loss = step()  # warm-up (first-call allocations)
+    first_s = time.perf_counter() - t0
+    times = []
+    for _ in range(steps):
+        t0 = time.perf_counter()
+        loss = step()
+        times.append(time.perf_counter() - t0)
+    return {
+        "step_s": float(np.median(times)),
+        "compile_s": first_s,
+        "peak_rss_gib": peak_rss_gib(),
+        "xla_gib": None,
+        "loss": loss,
+    }
+
+
+# --- driver ----------------------------------------------------------------------------------
+
+
+def spawn(impl: str, model: str, fs: int, args, use_remat: bool = False) -> dict:
+    """Run one configuration in a fresh interpreter; its RESULT line as a dict, or {'error'}."""
+    channels, layers = args.sizes[model]
+    cmd = [sys.executable, __file__, "--worker", impl, "--model", model, "--rate", str(fs)]
+    cmd += ["--batch", str(args.batch), "--seconds", str(args.seconds), "--steps", str(args.steps)]
+    cmd += ["--threads", str(args.threads), "--channels", str(channels), "--layers", str(layers)]
+    cmd += ["--remat", "on" if use_remat else "off"]
+    cmd += ["--keep_denormals"] if args.keep_denormals else []
+    env = dict(os.environ)
+    if impl == "torch":
+        env["OMP_NUM_THREADS"] = str(args.threads)
+    try:
+        proc = subprocess.run(
+            cmd, capture_output=True, text=True, env=env, timeout=args.timeout, check=False
+        )
+    except subprocess.TimeoutExpired:
+        return {"error": f"timed out after {args.timeout:.0f} s"}
+    for line in proc.stdout.splitlines():
+        if line.startswith("RESULT "):
+            return json.loads(line[len("RESULT ") :])
+    tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
+    return {"error": " | ".join(tail) or f"exit status {proc.returncode}"}
+
+
+def format_row(model, fs, impl, res, ref) -> str:
+    if "error" in res:
+        return f"{model:<7} {fs:>6} {impl:<15} failed: {res['error']}"
+    ratio_t = ratio_m = ""
+    if impl != "torch" and ref and "error" not in ref:
+        ratio_t = f"{res['step_s'] / ref['step_s']:.2f}"
+        ratio_m = f"{res['peak_rss_gib'] / ref['peak_rss_gib']:.2f}"
+    xla = "" if res["xla_gib"] is None else f"{res['xla_gib']:.2f}"
+    return (
+        f"{model:<7} {fs:>6} {impl:<15} {res['step_s']:>8.2f} {res['compile_s']:>10.1f} "
+        f"{res['peak_rss_gib']:>8.2f} {xla:>8} {ratio_t:>7} {ratio_m:>6} {res['loss']:>12.5g}"
+    )
+
+
+def parse_args(argv):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", default="bsrnn,flowse", help="comma list: bsrnn, flowse")
+    parser.add_argument("--fs", default=None, help="comma list of Hz (default 16000,48000)")
+    parser.add_argument("--steps", type=int, default=None, help="timed steps (default 3)")
+    parser.add_argument("--quick", action="store_true", help="TINY sizes, 1 s, 16 kHz, 1 step")
+    parser.add_argument("--batch", type=int, default=2)
+    parser.add_argument("--seconds", type=float, default=None, help="audio per item (default 4)")
+    parser.add_argument("--threads", type=int, default=2, help="torch.set_num_threads")
+    parser.add_argument("--remat", choices=["off", "on", "both"], default="off", help="jax side")
+    parser.add_argument("--no_torch", action="store_true", help="skip the PyTorch references")
+    parser.add_argument(
+        "--keep_denormals", action="store_true", help="torch: do not flush subnormals to zero"
+    )
+    parser.add_argument("--timeout", type=float, default=3600.0, help="per configuration, s")
+    # one configuration per process (used by the driver)
+    parser.add_argument("--worker", choices=["jax", "torch"], help=argparse.SUPPRESS)
+    parser.add_argument("--model", help=argparse.SUPPRESS)
+    parser.add_argument("--rate", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--channels", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--layers", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    quick = args.quick
+    args.fs = args.fs or ("16000" if quick else "16000,48000")
+    args.steps = args.steps or (1 if quick else 3)
+    args.seconds = args.seconds or (1.0 if quick else 4.0)
+    unknown = set(args.models.split(",")) - set(SIZES)
+    if unknown:
+        parser.error(f"unknown models {sorted(unknown)}; choose from {sorted(SIZES)}")
+    return args
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    if args.worker:
+        kw = dict(
+            model_name=args.model,
+            fs=args.rate,
+            batch=args.batch,
+            seconds=args.seconds,
+            steps=args.steps,
+            channels=args.channels,
+            layers=args.layers,
+        )
+        if args.worker == "torch":
+            result = run_torch(**kw, threads=args.threads, flush_denormal=not args.keep_denormals)
+        else:
+            result = run_jax(**kw, use_remat=args.remat == "on")
+        print("RESULT " + json.dumps(result), flush=True)
+        return 0
+
+    if args.quick:
+        from urgent_jax import models  # the registry's test sizes
+
+        tiny = {m: models.TINY[m] for m in SIZES}
+        args.sizes = {m: (t["num_channels"], t["num_layers"]) for m, t in tiny.items()}
+    else:
+        args.sizes = SIZES
+    remats = {"off": [False], "on": [True], "both": [False, True]}[args.remat]
+    print("command: python " + " ".join([os.path.relpath(__file__)] + sys.argv[1:]))
+    print(
+        f"batch {args.batch} x {args.seconds:g} s, {args.steps} timed step(s) after a warm-up; "
+        f"sizes (N, layers) {args.sizes}; torch threads {args.threads}, "
+        f"{'stock denormals' if args.keep_denormals else 'denormals flushed'}; "
+        f"{os.cpu_count()} CPUs ({platform.processor() or platform.machine()}), "
+        f"load average {', '.join(f'{x:.1f}' for x in os.getloadavg())}"
+    )
+    print(
+        f"{'model':<7} {'fs':>6} {'impl':<15} {'step s':>8} {'compile s':>10} {'RSS GiB':>8} "
+        f"{'XLA GiB':>8} {'time x':>7} {'RSS x':>6} {'loss':>12}"
+    )
+    for model in args.models.split(","):
+        for fs in (int(r) for r in args.fs.split(",")):
+            ref = None if args.no_torch else spawn("torch", model, fs, args)
+            if ref is not None:
+                print(format_row(model, fs, "torch", ref, ref), flush=True)
+            for use_remat in remats:
+                res = spawn("jax", model, fs, args, use_remat)
+                impl = f"jax remat={'on' if use_remat else 'off'}"
+                print(format_row(model, fs, impl, res, ref), flush=True)
+    print(f"load average at the end {', '.join(f'{x:.1f}' for x in os.getloadavg())}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

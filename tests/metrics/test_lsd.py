@@ -1,0 +1,167 @@
+"""LSD against an independent numpy + librosa implementation of REFERENCE.md §4.1 on real speech.
+
+The reference works as the official script on float32 signals: the gain and the scaled estimate are
+float32, librosa's STFT (float64 inside, complex64 out) is centred with zero padding.
+
+Parity runs on NOIZEUS at 16 kHz and resampled with scipy's polyphase filter, whose image band keeps
+real content ~60 dB down. A steep resampler (soxr) instead leaves only the float32 rounding noise of
+the samples above the original Nyquist; there LSD depends on the last bits of the float32 gain (the
+reference itself moves by ~1e-3 when the gain changes by one ulp, and our gain sums in another
+order), so that case is checked at the magnitude level and with gains that are exact powers of two.
+"""
+
+import math
+
+import jax
+import jax.numpy as jnp
+import librosa
+import numpy as np
+import pytest
+import scipy.signal
+import soundfile as sf
+import soxr
+
+from urgent_jax.metrics.lsd import _magnitude, lsd, lsd_settings
+
+REL_TOL = 1e-3  # |ours / reference - 1| per example
+
+lsd_jit = jax.jit(lsd, static_argnames="sample_rate")
+
+
+def reference_lsd(ref: np.ndarray, est: np.ndarray, sample_rate: int) -> float:
+    ref = np.asarray(ref, np.float32)
+    est = np.asarray(est, np.float32)
+    est = est * (np.sum(ref * est) / (np.sum(est**2) + np.float32(1e-8)))
+    n_fft, hop = int(0.032 * sample_rate), int(0.016 * sample_rate)
+
+    def magnitude(x):
+        spec = librosa.stft(x, n_fft=n_fft, hop_length=hop, window="hann", center=True, pad_mode="constant")
+        return np.abs(spec)  # [bins, frames]
+
+    log_ratio = np.log(magnitude(ref) ** 2 / (magnitude(est) + 1e-8) ** 2 + 1e-8)
+    return float(np.mean(np.sqrt(np.mean(log_ratio**2, axis=0))))
+
+
+def pad_batch(pairs, fill=0.0):
+    """[(ref, est), ...] -> float32 [B, T] arrays (tails set to `fill`) and lengths."""
+    lengths = np.array([len(r) for r, _ in pairs], np.int32)
+    refs = np.full((len(pairs), lengths.max()), fill, np.float32)
+    ests = np.full_like(refs, fill)
+    for i, (r, e) in enumerate(pairs):
+        refs[i, : len(r)] = r
+        ests[i, : len(e)] = e
+    return refs, ests, lengths
+
+
+@pytest.fixture(scope="module")
+def speech(shared_data):
+    """NOIZEUS (clean, noisy) at 0 / 5 / -5 dB and clean + white noise at 30 dB, 16 kHz, 2-3 s."""
+    pairs = []
+    for i, (name, noisy) in enumerate(
+        [("sp04", "sp04_casino_sn0"), ("sp03", "sp03_casino_sn5"), ("sp05", "sp05_casino_sn-5")]
+    ):
+        c, fs = sf.read(shared_data / "noizeus" / f"{name}.wav", dtype="float32")
+        n, _ = sf.read(shared_data / "noizeus" / f"{noisy}.wav", dtype="float32")
+        assert fs == 16000
+        start, stop = 4000, 4000 + 32000 + 7919 * i  # different lengths for the padded batch
+        pairs.append((c[start:stop], n[start:stop]))
+    clean = pairs[0][0]
+    noise = np.random.default_rng(5).standard_normal(clean.size).astype(np.float32)
+    pairs.append((clean, clean + 10 ** (-30 / 20) * np.std(clean) * noise))
+    return pairs
+
+
+def resampled(pairs, sample_rate):
+    """Polyphase resampling (scipy's default Kaiser window) from 16 kHz."""
+    if sample_rate == 16000:
+        return pairs
+    g = math.gcd(sample_rate, 16000)
+
+    def convert(x):
+        y = scipy.signal.resample_poly(x.astype(np.float64), sample_rate // g, 16000 // g)
+        return y.astype(np.float32)
+
+    return [(convert(r), convert(e)) for r, e in pairs]
+
+
+@pytest.mark.parametrize("sample_rate", [16000, 8000, 22050, 48000])
+def test_padded_batch_matches_reference(speech, sample_rate):
+    pairs = resampled(speech, sample_rate)
+    refs, ests, lengths = pad_batch(pairs, fill=0.7)  # non-zero tails must be ignored
+    ours = np.asarray(lsd_jit(refs, ests, lengths, sample_rate=sample_rate))
+    expected = np.array([reference_lsd(r, e, sample_rate) for r, e in pairs])
+    np.testing.assert_allclose(ours, expected, rtol=REL_TOL, atol=0)
+    assert expected[3] < expected[0]  # clean + 30 dB noise vs the same clean at 0 dB
+
+
+@pytest.mark.parametrize("sample_rate", [22050, 48000])  # gather and reshape framing
+def test_padding_does_not_change_results(speech, sample_rate):
+    pairs = resampled(speech[:2], sample_rate)
+    refs, ests, lengths = pad_batch(pairs)
+    batched = np.asarray(lsd_jit(refs, ests, lengths, sample_rate=sample_rate))
+    alone = [float(lsd_jit(r[None], e[None], sample_rate=sample_rate)[0]) for r, e in pairs]
+    # Equal up to float32 summation order in the gain (its rounding reaches the scaled estimate).
+    np.testing.assert_allclose(batched, alone, rtol=1e-4)
+    full = np.full_like(lengths, refs.shape[1])
+    unmasked = np.asarray(lsd_jit(refs, ests, full, sample_rate=sample_rate))  # zero tail scored
+    assert abs(unmasked[0] / batched[0] - 1) > 1e-2 and unmasked[1] == batched[1]
+
+
+def test_silent_signals(speech):
+    clean, noisy = speech[0]
+    silent = np.zeros_like(clean)
+    pairs = [(silent, noisy), (clean, silent), (silent, silent)]
+    refs, ests, lengths = pad_batch(pairs)
+    ours = np.asarray(lsd_jit(refs, ests, lengths, sample_rate=16000))
+    expected = [reference_lsd(r, e, 16000) for r, e in pairs]
+    np.testing.assert_allclose(ours, expected, rtol=REL_TOL)
+    assert abs(ours[2] - 8 * math.log(10)) < 1e-4  # every bin ln(1e-8)
+
+
+def test_settings_and_gain_invariance(speech):
+    assert [lsd_settings(fs) for fs in (8000, 22050, 44100, 48000)] == [
+        (256, 128), (705, 352), (1411, 705), (1536, 768)
+    ]  # fmt: skip
+    clean, noisy = speech[1]
+    scaled = np.stack([noisy, -4.0 * noisy, 2.0**-4 * noisy, 1e-3 * noisy])
+    ours = np.asarray(lsd_jit(np.stack([clean] * 4), scaled, sample_rate=16000))
+    # The least-squares gain absorbs scale: exactly for powers of two, else up to the rounding of
+    # the rescaled estimate.
+    np.testing.assert_array_equal(ours[1:3], ours[0])
+    np.testing.assert_allclose(ours[3], ours[0], rtol=REL_TOL)
+
+
+@pytest.fixture(scope="module")
+def soxr_speech(speech):
+    """NOIZEUS clean speech (3 s) resampled with soxr HQ to 48 kHz: nothing above 8 kHz but the
+    rounding noise of the float32 samples, ~190 dB below the frame peaks."""
+    return soxr.resample(speech[0][0][:48000], 16000, 48000, "HQ")
+
+
+def test_stft_resolves_float32_rounding_noise(soxr_speech):
+    n_fft, hop = lsd_settings(48000)
+    x = soxr_speech
+    expected = np.abs(librosa.stft(x.astype(np.float64), n_fft=n_fft, hop_length=hop, center=True,
+                                   pad_mode="constant")).T  # fmt: skip
+    ours = np.asarray(_magnitude(jnp.asarray(x[None]), n_fft, hop))[0]
+    empty = slice(int(8500 / 48000 * n_fft), None)  # bins above 8.5 kHz
+    assert np.median(expected[:, empty]) < 1e-8 * expected.max()
+    rel = np.abs(ours[:, empty] - expected[:, empty]) / expected[:, empty]
+    assert np.median(rel) < 1e-4 and np.percentile(rel, 99) < 1e-2
+    # A plain float32 STFT is as large as the content there.
+    plain = np.abs(np.fft.rfft(np.asarray(librosa.util.frame(
+        np.pad(x, n_fft // 2), frame_length=n_fft, hop_length=hop).T * np.hanning(n_fft + 1)[:-1].astype(np.float32),
+        dtype=np.float32)))  # fmt: skip
+    assert np.median(np.abs(plain[:, empty] - expected[:, empty]) / expected[:, empty]) > 1e-2
+
+
+@pytest.mark.parametrize("sample_rate", [22050, 48000])
+def test_empty_band_with_exact_gains(speech, sample_rate):
+    """est = ref and est = ref / 2 (gains 1 and 2, exact in any summation order): the distance comes
+    from the bins where S ~ 1e-8, i.e. the empty band, and needs no rounding of the estimate."""
+    x = soxr.resample(speech[1][0], 16000, sample_rate, "HQ")
+    ests = np.stack([x, 0.5 * x])
+    ours = np.asarray(lsd_jit(np.stack([x, x]), ests, sample_rate=sample_rate))
+    expected = [reference_lsd(x, e, sample_rate) for e in ests]
+    np.testing.assert_allclose(ours, expected, rtol=REL_TOL)
+    assert expected[0] > 0.1  # far from 0: the empty band dominates

@@ -1,0 +1,51 @@
+"""PESQ: equal to the pesq package (nb / wb / resampled wb), pool == serial, errors become NaN."""
+
+import numpy as np
+import pytest
+import scipy.signal
+import soxr
+from pesq import pesq
+
+from urgent_jax.metrics.pesq import PesqPool, pesq_one
+
+
+@pytest.fixture(scope="module")
+def pairs(noizeus_pair):
+    clean, noisy, fs = noizeus_pair
+    n = 4 * fs
+    return clean[:n].astype(np.float64), noisy[:n].astype(np.float64)
+
+
+def test_wideband_and_narrowband_equal_the_package(pairs):
+    clean, noisy = pairs
+    assert pesq_one(clean, noisy, 16000) == (pesq(16000, clean, noisy, "wb"), "")
+    c8 = scipy.signal.resample_poly(clean, 1, 2)
+    n8 = scipy.signal.resample_poly(noisy, 1, 2)
+    assert pesq_one(c8, n8, 8000) == (pesq(8000, c8, n8, "nb"), "")
+
+
+def test_above_16k_resampled_with_soxr_then_wideband(pairs):
+    clean, noisy = pairs
+    c48 = scipy.signal.resample_poly(clean, 3, 1)
+    n48 = scipy.signal.resample_poly(noisy, 3, 1)
+    ref = pesq(16000, soxr.resample(c48, 48000, 16000, "HQ"), soxr.resample(n48, 48000, 16000, "HQ"), "wb")
+    assert pesq_one(c48, n48, 48000)[0] == ref
+
+
+def test_pool_equals_serial_and_errors_are_nan(pairs):
+    clean, noisy = pairs
+    batch = np.zeros((3, len(clean)), np.float32)
+    ref = np.zeros_like(batch)
+    ref[0], batch[0] = clean, noisy
+    ref[1, :1000], batch[1, :1000] = clean[:1000], noisy[:1000]  # 1/16 s: too short
+    ref[2], batch[2] = clean, clean  # identical: high score
+    lengths = np.array([len(clean), 1000, len(clean)])
+    with PesqPool(2) as pool:
+        values, reasons = pool(ref, batch, lengths, 16000)
+    serial, _ = PesqPool(1)(ref, batch, lengths, 16000)
+    np.testing.assert_array_equal(values, serial)
+    assert values[0] == pesq(16000, ref[0].astype(np.float64), batch[0].astype(np.float64), "wb")
+    assert np.isnan(values[1]) and "short" in reasons[1].lower()
+    assert values[2] > 4.4 and reasons[0] == reasons[2] == ""
+    assert np.isnan(pesq_one(np.zeros(16000), noisy[:16000], 16000)[0])
+    assert "undefined" in pesq_one(clean, noisy, 11025)[1]

@@ -1,0 +1,1 @@
+"""Enhancement models: front-end, BSRNN, FlowSE, registry, checkpoint conversion and parity."""

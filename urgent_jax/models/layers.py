@@ -1,0 +1,472 @@
+"""Blocks of the band-split models: band layouts, per-band banks, norms, LSTMs, dual-path layers.
+
+Layout: a band-split representation is z [batch, time, band, channel] (channels last). Spectra
+enter as [batch, time, freq, 2] with (re, im) last. Padded frames are described by `frame_counts`
+[batch]; norm statistics use valid frames only and the time LSTMs stop at each item's last valid
+frame, so an item's output does not depend on how much padding the batch adds (the PyTorch
+reference includes the padding in its statistics; for equal-length batches both agree).
+
+Initialisers follow PyTorch's defaults (uniform ±1/sqrt(fan_in) for Linear, Conv and LSTM weights
+and biases) so that training from scratch starts from the reference's distribution. Parameters keep
+the PyTorch layouts up to a transpose (LSTM gate order i, f, g, o; separate input and hidden
+biases), which makes checkpoint conversion a renaming and the parameter count the reference's.
+Per-band parameters are stacked per group of consecutive equal-width bands (kernel_1_19 holds bands
+1..19), so each group is one einsum.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+Dtype = Any
+
+FLOAT32_EPS = float(np.finfo(np.float32).eps)  # ESPnet's cLN/cfLN epsilon (torch default dtype eps)
+# Normalisation epsilon of the reference per norm type: band-split/decoder norms ("norm1d", ESPnet
+# tcn.choose_norm) and dual-path norms (ESPnet bsrnn.choose_norm; torch GroupNorm's default 1e-5).
+NORM1D_EPS = {"GN": 1e-8, "cLN": FLOAT32_EPS}
+DUAL_PATH_EPS = {"GN": 1e-5, "cLN": FLOAT32_EPS, "cfLN": FLOAT32_EPS}
+
+
+def partitioned(init, axes: tuple[str | None, ...]):
+    """Attach logical axis names (the STYLE.md vocabulary) to an initialiser."""
+    return nn.with_logical_partitioning(init, axes)
+
+
+def torch_uniform_params(module: nn.Module, specs, param_dtype: Dtype) -> list:
+    """Declare parameters [(name, shape, fan_in, logical axes)], each U(±1/sqrt(fan_in)).
+
+    All of a module's values are cut from one uniform draw: XLA:CPU compiles every random-bits call
+    separately and slowly, so one draw per module keeps `init` fast. Call once per module.
+    """
+    slab = None
+    if module.is_initializing():
+        total = sum(math.prod(shape) for _, shape, _, _ in specs)
+        slab = jax.random.uniform(module.make_rng("params"), (total,), jnp.float32, -1.0, 1.0)
+    params, offset = [], 0
+    for name, shape, fan_in, axes in specs:
+        size, bound = math.prod(shape), 1.0 / math.sqrt(fan_in)
+
+        def init(key, start=offset, size=size, shape=shape, bound=bound):
+            del key  # values come from the module's slab
+            if slab is None:  # flax checks shapes of existing parameters by tracing the initialiser
+                return jnp.zeros(shape, param_dtype)
+            return (slab[start : start + size].reshape(shape) * bound).astype(param_dtype)
+
+        params.append(module.param(name, partitioned(init, axes)))
+        offset += size
+    return params
+
+
+class Linear(nn.Module):
+    """Dense layer over the last axis with PyTorch's Linear initialisation; kernel [in, out]."""
+
+    features: int  # output size
+    kernel_axes: tuple[str | None, str | None] = ("mlp", "embed")  # logical axes of the kernel
+    dtype: Dtype = jnp.float32  # compute dtype
+    param_dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x):  # [..., in] -> [..., out]
+        fan_in = x.shape[-1]
+        kernel, bias = torch_uniform_params(
+            self,
+            [
+                ("kernel", (fan_in, self.features), fan_in, self.kernel_axes),
+                ("bias", (self.features,), fan_in, self.kernel_axes[1:]),
+            ],
+            self.param_dtype,
+        )
+        y = jnp.einsum("...i,io->...o", x.astype(self.dtype), kernel.astype(self.dtype))
+        return y + bias.astype(self.dtype)
+
+
+# --- band layout -----------------------------------------------------------------------------
+
+
+def num_bands(band_widths: Sequence[int], num_bins: int) -> int:
+    """Bands consumed, in order, until their bins cover num_bins (the reference's loop, no fs)."""
+    total = 0
+    for k, width in enumerate(band_widths):
+        total += width
+        if total >= num_bins:
+            return k + 1
+    raise ValueError(f"{num_bins} bins exceed the band layout's {total} bins")
+
+
+def band_groups(keys: Sequence) -> list[tuple[int, int]]:
+    """Maximal runs of consecutive bands with equal keys (e.g. widths): (first band, count) each."""
+    groups: list[tuple[int, int]] = []
+    for k, key in enumerate(keys):
+        if groups and keys[groups[-1][0]] == key:
+            groups[-1] = (groups[-1][0], groups[-1][1] + 1)
+        else:
+            groups.append((k, 1))
+    return groups
+
+
+def band_runs(band_widths: Sequence[int]) -> list[tuple[int, int, int, int]]:
+    """Runs of equal-width bands: (first band, band count, width, first bin) each."""
+    starts = np.concatenate([[0], np.cumsum(band_widths)]).astype(int)
+    return [(b0, n, band_widths[b0], int(starts[b0])) for b0, n in band_groups(band_widths)]
+
+
+def group_name(prefix: str, first: int, count: int) -> str:
+    """Parameter name of a band group: kernel_1_19 holds bands 1..19 (inclusive), stacked."""
+    return f"{prefix}_{first}_{first + count - 1}"
+
+
+def _zip_groups(groups, parts):
+    """Pair input parts with parameter groups; parts cover a prefix of the bands (lower rates)."""
+    if len(parts) > len(groups):
+        raise ValueError(f"{len(parts)} parts for {len(groups)} band groups")
+    for i, ((first, count), x) in enumerate(zip(groups, parts)):
+        if x.shape[2] > count or (x.shape[2] < count and i != len(parts) - 1):
+            raise ValueError(f"part {i} has {x.shape[2]} bands; its group holds {count}")
+        yield first, count, x
+
+
+# --- normalisation ---------------------------------------------------------------------------
+
+
+def normalize(x, axes: tuple[int, ...], eps: float, mask=None):
+    """(x − mean) / sqrt(var + eps), biased moments over `axes` counting only mask == 1 entries.
+
+    x float32; mask broadcastable to x (1 valid, 0 padding) or None.
+    """
+    if mask is None:
+        mean = jnp.mean(x, axes, keepdims=True)
+        var = jnp.mean(jnp.square(x - mean), axes, keepdims=True)
+    else:
+        mask = mask.astype(x.dtype)
+        count = jnp.maximum(jnp.sum(jnp.broadcast_to(mask, x.shape), axes, keepdims=True), 1.0)
+        mean = jnp.sum(x * mask, axes, keepdims=True) / count
+        var = jnp.sum(jnp.square((x - mean) * mask), axes, keepdims=True) / count
+    return (x - mean) * jax.lax.rsqrt(var + eps)
+
+
+class DualPathNorm(nn.Module):
+    """Norm of a dual-path layer on z [B, T, K, N] with one scale/bias per channel.
+
+    GN: GroupNorm(1 group) over (T, K, N) per item; cLN: per (t, k) over N; cfLN: per t over (K, N).
+    """
+
+    norm_type: str = "GN"  # "GN" | "cLN" | "cfLN" (ESPnet bsrnn.choose_norm)
+    dtype: Dtype = jnp.float32  # output dtype
+    param_dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, z, frame_mask):  # z [B, T, K, N], frame_mask [B, T] -> [B, T, K, N]
+        n = z.shape[-1]
+        ones, zeros = nn.initializers.ones, nn.initializers.zeros
+        scale = self.param("scale", partitioned(ones, ("embed",)), (n,), self.param_dtype)
+        bias = self.param("bias", partitioned(zeros, ("embed",)), (n,), self.param_dtype)
+        eps = DUAL_PATH_EPS[self.norm_type]
+        x = z.astype(jnp.float32)
+        if self.norm_type == "GN":
+            y = normalize(x, (1, 2, 3), eps, frame_mask[:, :, None, None])
+        elif self.norm_type == "cLN":
+            y = normalize(x, (3,), eps)
+        elif self.norm_type == "cfLN":
+            y = normalize(x, (2, 3), eps)
+        else:
+            raise ValueError(f"norm_type must be GN, cLN or cfLN, got {self.norm_type!r}")
+        return (y * scale + bias).astype(self.dtype)
+
+
+class BandNorm(nn.Module):
+    """Per-band norm ("norm1d"), one scale/bias per band and channel.
+
+    GN: GroupNorm(1 group) over (T, C) per item and band; cLN: per frame over C. Parameters are
+    stacked per group of bands with equal C: scale_<first>_<last> [count, C].
+    """
+
+    features: tuple[int, ...]  # channels C of each band (all bands of the layout)
+    norm_type: str = "GN"  # "GN" | "cLN" (ESPnet tcn.choose_norm)
+    dtype: Dtype = jnp.float32  # output dtype
+    param_dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, parts, frame_mask):  # parts: [x [B, T, c, C] per group], frame_mask [B, T]
+        ones, zeros = nn.initializers.ones, nn.initializers.zeros
+        eps = NORM1D_EPS.get(self.norm_type)
+        if eps is None:
+            raise ValueError(f"band norm_type must be GN or cLN, got {self.norm_type!r}")
+        groups = band_groups(self.features)
+        params = []
+        for first, count in groups:
+            shape = (count, self.features[first])
+            axes = ("band", "channel")
+            scale = self.param(
+                group_name("scale", first, count), partitioned(ones, axes), shape, self.param_dtype
+            )
+            bias = self.param(
+                group_name("bias", first, count), partitioned(zeros, axes), shape, self.param_dtype
+            )
+            params.append((scale, bias))
+        outs = []
+        for (_, _, x), (scale, bias) in zip(_zip_groups(groups, parts), params):
+            used = x.shape[2]
+            x = x.astype(jnp.float32)
+            if self.norm_type == "GN":
+                y = normalize(x, (1, 3), eps, frame_mask[:, :, None, None])
+            else:
+                y = normalize(x, (3,), eps)
+            outs.append((y * scale[:used] + bias[:used]).astype(self.dtype))
+        return outs
+
+
+class BandDense(nn.Module):
+    """One 1x1 convolution per band (kernel [in_k, out_k]), stacked per group of equal shapes.
+
+    Parameters kernel_<first>_<last> [count, in, out] and bias_<first>_<last> [count, out]; each
+    group is one einsum.
+    """
+
+    in_features: tuple[int, ...]  # per band
+    out_features: tuple[int, ...]  # per band
+    kernel_axes: tuple[str | None, str | None] = ("channel", "embed")  # logical axes of a kernel
+    dtype: Dtype = jnp.float32  # compute dtype
+    param_dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, parts):  # parts: [x [B, T, c, in] per group] -> [[B, T, c, out]]
+        groups = band_groups(list(zip(self.in_features, self.out_features)))
+        specs = []
+        for first, count in groups:
+            fan_in, fan_out = self.in_features[first], self.out_features[first]
+            specs.append(
+                (
+                    group_name("kernel", first, count),
+                    (count, fan_in, fan_out),
+                    fan_in,
+                    ("band",) + self.kernel_axes,
+                )
+            )
+            specs.append(
+                (
+                    group_name("bias", first, count),
+                    (count, fan_out),
+                    fan_in,
+                    ("band", self.kernel_axes[1]),
+                )
+            )
+        params = torch_uniform_params(self, specs, self.param_dtype)
+        outs = []
+        for i, (_, _, x) in enumerate(_zip_groups(groups, parts)):
+            used = x.shape[2]
+            kernel = params[2 * i][:used].astype(self.dtype)  # [c, in, out]
+            bias = params[2 * i + 1][:used].astype(self.dtype)  # [c, out]
+            outs.append(jnp.einsum("btci,cio->btco", x.astype(self.dtype), kernel) + bias)
+        return outs
+
+
+# --- recurrent layers ------------------------------------------------------------------------
+
+
+def _lstm_cell(gates_in, h_prev, c_prev, keep, w_hh, dtype):
+    """One step, all directions: float32 input gates [D, B, 4H], state [D, B, H] -> h, c, acts."""
+    rec = jnp.einsum("dbh,dhg->dbg", h_prev.astype(dtype), w_hh.astype(dtype))
+    i, f, g, o = jnp.split(gates_in + rec.astype(jnp.float32), 4, axis=-1)
+    i, f, g, o = jax.nn.sigmoid(i), jax.nn.sigmoid(f), jnp.tanh(g), jax.nn.sigmoid(o)
+    c = (f * c_prev + i * g) * keep
+    return o * jnp.tanh(c), c, jnp.concatenate([i, f, g, o], axis=-1)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
+def lstm_recurrence(proj, w_hh, keep, dtype=jnp.float32):
+    """LSTM recurrence over time-major inputs: h [S, D, B, H] float32.
+
+    proj [S, D, B, 4H] float32: input projections plus biases, gates (i, f, g, o); w_hh [D, H, 4H];
+    keep [S, D, B, 1]: 0 holds the state at zero (padding). The custom VJP runs a reverse scan that
+    only carries (dh, dc) and returns every step's gate gradient, so the recurrent kernel's gradient
+    is one large matmul after the loop instead of an accumulation inside it.
+    """
+    return _lstm_recurrence_fwd(proj, w_hh, keep, dtype)[0]
+
+
+def _lstm_recurrence_fwd(proj, w_hh, keep, dtype):
+    dirs, batch, hidden = proj.shape[1], proj.shape[2], proj.shape[3] // 4
+
+    def step(carry, inputs):
+        gates_in, k = inputs
+        h, c, acts = _lstm_cell(gates_in, carry[0], carry[1], k, w_hh, dtype)
+        return (h, c), (h, c, acts)
+
+    zeros = jnp.zeros((dirs, batch, hidden), jnp.float32)
+    _, (hs, cs, acts) = jax.lax.scan(step, (zeros, zeros), (proj, keep))
+    return hs, (hs, cs, acts, keep, w_hh)
+
+
+def _lstm_recurrence_bwd(dtype, residuals, d_hs):
+    hs, cs, acts, keep, w_hh = residuals
+    zeros = jnp.zeros_like(hs[:1])
+    h_prev = jnp.concatenate([zeros, hs[:-1]])  # [S, D, B, H]
+    c_prev = jnp.concatenate([zeros, cs[:-1]])
+    w = w_hh.astype(dtype)
+
+    def step(carry, inputs):
+        dh_next, dc_next = carry  # gradients reaching step t from step t + 1
+        dh_out, act, c, c_before, k = inputs
+        i, f, g, o = jnp.split(act, 4, axis=-1)
+        tanh_c = jnp.tanh(c)
+        dh = dh_out + dh_next
+        dc = (dh * o * (1.0 - tanh_c**2) + dc_next) * k
+        d_pre = jnp.concatenate(
+            [
+                dc * g * i * (1.0 - i),
+                dc * c_before * f * (1.0 - f),
+                dc * i * (1.0 - g**2),
+                dh * tanh_c * o * (1.0 - o),
+            ],
+            axis=-1,
+        )  # gradient of the pre-activation gates [D, B, 4H]
+        dh_prev = jnp.einsum("dbg,dhg->dbh", d_pre.astype(dtype), w).astype(jnp.float32)
+        return (dh_prev, dc * f), d_pre
+
+    init = (jnp.zeros_like(hs[0]), jnp.zeros_like(hs[0]))
+    _, d_pre = jax.lax.scan(step, init, (d_hs, acts, cs, c_prev, keep), reverse=True)
+    d_w = jnp.einsum("sdbh,sdbg->dhg", h_prev.astype(dtype), d_pre.astype(dtype))
+    return d_pre, d_w.astype(w_hh.dtype), jnp.zeros_like(keep)
+
+
+lstm_recurrence.defvjp(_lstm_recurrence_fwd, _lstm_recurrence_bwd)
+
+
+class LSTM(nn.Module):
+    """Single-layer (bi)directional LSTM over [B, S, I] in PyTorch's parameterisation.
+
+    Parameters, stacked over directions d (forward, backward): kernel_ih[d] = weight_ih.T [I, 4H],
+    kernel_hh[d] = weight_hh.T [H, 4H], bias_ih[d] and bias_hh[d] [4H]; gates ordered (i, f, g, o).
+    The input projection of all steps is one matmul and both directions share one scan
+    (`lstm_recurrence`). With seq_lengths the backward direction starts at each item's last valid
+    step (packed-sequence semantics: its state is held at zero over the padding), so padding never
+    reaches valid outputs; outputs at padded steps are zero in that direction.
+    """
+
+    hidden: int  # H, units per direction
+    is_bidirectional: bool = True
+    dtype: Dtype = jnp.float32  # matmul dtype; cell state and gate activations stay float32
+    param_dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x, seq_lengths=None):  # x [B, S, I], seq_lengths [B] -> [B, S, D·H]
+        dirs = 2 if self.is_bidirectional else 1
+        h, in_features = self.hidden, x.shape[-1]
+        k_ih, k_hh, b_ih, b_hh = torch_uniform_params(
+            self,
+            [
+                ("kernel_ih", (dirs, in_features, 4 * h), h, (None, "embed", "mlp")),
+                ("kernel_hh", (dirs, h, 4 * h), h, (None, None, "mlp")),
+                ("bias_ih", (dirs, 4 * h), h, (None, "mlp")),
+                ("bias_hh", (dirs, 4 * h), h, (None, "mlp")),
+            ],
+            self.param_dtype,
+        )
+        # [B, S, I] -> [S, D, B, 4H]: every step's input projection in one matmul
+        proj = jnp.einsum("bsi,dig->sdbg", x.astype(self.dtype), k_ih.astype(self.dtype))
+        proj = proj.astype(jnp.float32) + (b_ih + b_hh).astype(jnp.float32)[None, :, None, :]
+        if dirs == 2:  # the backward direction scans the time-reversed sequence
+            proj = jnp.stack([proj[:, 0], jnp.flip(proj[:, 1], axis=0)], axis=1)
+        # Backward direction with seq_lengths: the state stays zero over the (reversed) padding, so
+        # each item's scan effectively starts at its last valid step.
+        if dirs == 2 and seq_lengths is not None:
+            valid = jnp.arange(x.shape[1])[:, None] < seq_lengths[None, :]  # [S, B]
+            keep = jnp.stack([jnp.ones_like(valid), jnp.flip(valid, axis=0)], axis=1)
+        else:
+            keep = jnp.ones((x.shape[1], dirs, x.shape[0]), bool)
+        keep = keep[..., None].astype(jnp.float32)  # [S, D, B, 1]
+        out = lstm_recurrence(proj, k_hh.astype(self.dtype), keep, jnp.dtype(self.dtype))
+        if dirs == 2:  # [S, D, B, H] -> [B, S, 2H]
+            out = jnp.concatenate([out[:, 0], jnp.flip(out[:, 1], axis=0)], axis=-1)
+        else:
+            out = out[:, 0]
+        return jnp.swapaxes(out, 0, 1).astype(self.dtype)
+
+
+class DualPathBlock(nn.Module):
+    """One BSRNN layer (REFERENCE.md §3.2): a residual RNN over time, then one over bands.
+
+    Each path: norm → (B)LSTM with 2N hidden units per direction → Linear(D·2N → N) → residual add.
+    `time_emb` [B, N] (FlowSE) is added after the time-path norm, broadcast over T and K.
+    """
+
+    num_channels: int  # N
+    is_causal: bool = False  # unidirectional time LSTM
+    norm_type: str = "GN"  # "GN" | "cLN" | "cfLN"
+    dtype: Dtype = jnp.float32
+    param_dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, z, frame_counts, time_emb=None):  # z [B, T, K, N] float32 -> same
+        batch, frames, bands, n = z.shape
+        hidden = 2 * n  # LSTM units per direction
+        frame_mask = jnp.arange(frames)[None, :] < frame_counts[:, None]  # [B, T]
+        kw = {"dtype": self.dtype, "param_dtype": self.param_dtype}
+
+        out = DualPathNorm(self.norm_type, name="time_norm", **kw)(z, frame_mask)
+        if time_emb is not None:
+            out = out + time_emb[:, None, None, :].astype(out.dtype)
+        out = out.transpose(0, 2, 1, 3).reshape(batch * bands, frames, n)  # [B·K, T, N]
+        lengths = jnp.repeat(frame_counts, bands)
+        out = LSTM(hidden, not self.is_causal, name="time_rnn", **kw)(out, lengths)
+        out = Linear(n, name="time_fc", **kw)(out)
+        out = out.reshape(batch, bands, frames, n).transpose(0, 2, 1, 3)  # [B, T, K, N]
+        z = z + out.astype(z.dtype)
+
+        out = DualPathNorm(self.norm_type, name="band_norm", **kw)(z, frame_mask)
+        out = out.reshape(batch * frames, bands, n)  # [B·T, K, N]
+        out = LSTM(hidden, True, name="band_rnn", **kw)(out)
+        out = Linear(n, name="band_fc", **kw)(out)
+        return z + out.reshape(batch, frames, bands, n).astype(z.dtype)
+
+
+# --- band split ------------------------------------------------------------------------------
+
+
+def split_bands(spec_ri, band_widths: Sequence[int]) -> list:
+    """[B, T, F, 2] -> one [B, T, c, 2w] array per run of equal-width bands covering F.
+
+    Bands are consumed until F is covered; a partly covered band is zero-padded. Features are
+    ordered (bin, re/im) as the reference flattens a band.
+    """
+    batch, frames, bins, _ = spec_ri.shape
+    widths = band_widths[: num_bands(band_widths, bins)]
+    x = jnp.pad(spec_ri, ((0, 0), (0, 0), (0, sum(widths) - bins), (0, 0)))
+    return [
+        x[:, :, f0 : f0 + count * width].reshape(batch, frames, count, 2 * width)
+        for _, count, width, f0 in band_runs(widths)
+    ]
+
+
+class BandSplit(nn.Module):
+    """Band-split encoder: per band, (re, im) of its w bins → norm1d(2w) → 1x1 conv to N."""
+
+    band_widths: tuple[int, ...]  # bins per band, whole layout
+    num_channels: int  # N
+    norm_type: str = "GN"  # "GN" | "cLN"
+    dtype: Dtype = jnp.float32
+    param_dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, spec_ri, frame_mask):  # [B, T, F, 2], [B, T] -> z [B, T, K, N] float32
+        features = tuple(2 * w for w in self.band_widths)
+        kw = {"dtype": self.dtype, "param_dtype": self.param_dtype}
+        parts = split_bands(spec_ri, self.band_widths)
+        parts = BandNorm(features, self.norm_type, name="norm", **kw)(parts, frame_mask)
+        n_out = (self.num_channels,) * len(features)
+        parts = BandDense(features, n_out, ("channel", "embed"), name="fc", **kw)(parts)
+        return jnp.concatenate(parts, axis=2).astype(jnp.float32)  # [B, T, K, N]
+
+
+def glu(x):
+    """Gated linear unit over the last axis: first half · sigmoid(second half)."""
+    a, b = jnp.split(x, 2, axis=-1)
+    return a * jax.nn.sigmoid(b)
