@@ -1,14 +1,19 @@
 """The main job, run by `make quickstart`: everything offline on the embedded demo corpus.
 
-    python experiments/quickstart.py --out runs/quickstart [--size small] [--seed 0]
+    python experiments/quickstart.py --out runs/quickstart [--size small] [--seed 0] [--train_s 330]
 
 Stages (each resumes from what already exists):
   1. build the demo corpus (eSpeak NG speech, procedural noise / wind / RIRs) in the official Track 1
      layout and print its summary table;
   2. draw a validation meta.tsv from the held-out sources with the official validation settings
      (`urgent_jax.simulation.generate_params`) and render it with the batched jit simulator
-     (`urgent_jax.data.presimulate`).
-Later layers extend this job: train -> enhance -> evaluate.
+     (`urgent_jax.data.presimulate`);
+  3. train `configs/se/bsrnn.py:tiny` (jit dynamic mixing in the loader) for --train_s seconds
+     (`urgent_jax.enhance.train`);
+  4. enhance the validation set (`urgent_jax.enhance.infer`);
+  5. score noisy and enhanced speech with the offline metric suite (`urgent_jax.evaluate.score`:
+     RESULTS.txt, BREAKDOWN.md, report.md), print them side by side and write results.json
+     ({"noisy": {metric: mean}, "enhanced": {metric: mean}, "wall_s": ...}).
 """
 
 from __future__ import annotations
@@ -24,18 +29,22 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 from urgent_jax import prepare_runtime  # noqa: E402
 from urgent_jax.data import demo_corpus, presimulate  # noqa: E402
 from urgent_jax.data.manifest import write_meta_tsv  # noqa: E402
+from urgent_jax.enhance import infer  # noqa: E402
+from urgent_jax.enhance import train as train_cli  # noqa: E402
+from urgent_jax.evaluate import score as score_cli  # noqa: E402
+from urgent_jax.evaluate.breakdown import json_safe  # noqa: E402
 from urgent_jax.simulation.generate_params import generate_meta  # noqa: E402
 
 REPO = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 
 
-def _load_config(path: str):
+def _load_config(path: str, variant: str | None = None):
     import importlib.util
 
     spec = importlib.util.spec_from_file_location("quickstart_config", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    return module.get_config()
+    return module.get_config() if variant is None else module.get_config(variant)
 
 
 def build_validation_set(corpus_dir: str, out_dir: str, seed: int) -> dict:
@@ -58,29 +67,81 @@ def build_validation_set(corpus_dir: str, out_dir: str, seed: int) -> dict:
     return summary
 
 
+def train_model(corpus_dir: str, workdir: str, train_s: float, seed: int) -> dict:
+    """Stage 3: the tiny BSRNN with dynamic mixing, for at most train_s seconds (skipped when done)."""
+    done = os.path.join(workdir, "train_summary.json")
+    if os.path.exists(done):
+        with open(done) as f:
+            return json.load(f)
+    config = _load_config(os.path.join(REPO, "configs", "se", "bsrnn.py"), "tiny")
+    config.data.sources_dir = os.path.abspath(os.path.join(corpus_dir, "train_sources"))
+    config.train.max_train_s = float(train_s)
+    config.train.seed = seed
+    return train_cli.train(config, workdir)
+
+
+def side_by_side(summary: dict) -> str:
+    """Noisy vs enhanced means, one metric a row."""
+    rows = [f"{'metric':<14}{'noisy':>10}{'enhanced':>10}{'delta':>10}"]
+    for name, enhanced in summary["means"].items():
+        noisy = summary["noisy_means"].get(name, float("nan"))
+        rows.append(f"{name:<14}{noisy:>10.3f}{enhanced:>10.3f}{enhanced - noisy:>+10.3f}")
+    return "\n".join(rows)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="runs/quickstart", help="output directory")
     parser.add_argument("--size", default="small", choices=("small", "medium"))
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--train_s", type=float, default=330.0, help="training time budget, seconds")
     args = parser.parse_args()
 
     prepare_runtime()
+    train_cli.quiet_logs()
     t0 = time.time()
     corpus_dir = os.path.join(args.out, "corpus")
-    print(f"[1/2] demo corpus -> {corpus_dir}", flush=True)
+    print(f"[1/5] demo corpus -> {corpus_dir}", flush=True)
     summary = demo_corpus.build_demo_corpus(corpus_dir, seed=args.seed, size=args.size)
     demo_corpus.print_summary(summary)
 
     validation_dir = os.path.join(args.out, "validation")
-    print(f"\n[2/2] validation set (generate_params + presimulate) -> {validation_dir}", flush=True)
+    print(f"\n[2/5] validation set (generate_params + presimulate) -> {validation_dir}", flush=True)
     validation = build_validation_set(corpus_dir, validation_dir, args.seed)
 
-    results = {"corpus": summary, "validation": validation, "wall_s": round(time.time() - t0, 1)}
+    workdir = os.path.join(args.out, "train")
+    print(f"\n[3/5] train configs/se/bsrnn.py:tiny for up to {args.train_s:.0f} s -> {workdir}", flush=True)
+    trained = train_model(corpus_dir, workdir, args.train_s, args.seed)
+    print(f"trained {trained['step']} steps ({trained['audio_s']:.0f} s of audio, {trained['compiles']} "
+          f"compiles, stop: {trained['stop_reason']})", flush=True)
+
+    enhanced_dir = os.path.join(args.out, "enhanced")
+    print(f"\n[4/5] enhance the validation set -> {enhanced_dir}", flush=True)
+    model, variables = infer.load_model_and_variables(workdir)
+    enhanced = infer.enhance_scp(model, variables, os.path.join(validation_dir, "wav.scp"), enhanced_dir)
+    print(json.dumps(enhanced), flush=True)
+
+    scores_dir = os.path.join(args.out, "scores")
+    print(f"\n[5/5] score noisy and enhanced speech -> {scores_dir}", flush=True)
+    scored = score_cli.score(
+        os.path.join(validation_dir, "spk1.scp"), os.path.join(enhanced_dir, "inf.scp"), scores_dir,
+        meta_tsv=os.path.join(validation_dir, "log", "meta.tsv"),
+        noisy_scp=os.path.join(validation_dir, "wav.scp"),
+    )  # fmt: skip
+    print(score_cli.format_summary(scored))
+    print("\n" + side_by_side(scored))
+
+    results = {
+        "noisy": scored["noisy_means"], "enhanced": scored["means"], "wall_s": round(time.time() - t0, 1),
+        "train": trained, "enhance": enhanced, "corpus": summary, "validation": validation,
+        "report": os.path.join(scores_dir, "report.md"),
+    }  # fmt: skip
     os.makedirs(args.out, exist_ok=True)
     with open(os.path.join(args.out, "results.json"), "w") as f:
-        json.dump(results, f, indent=2)
-    print(f"\nquickstart done in {results['wall_s']} s; results in {args.out}/results.json")
+        json.dump(json_safe(results), f, indent=2)
+    gain = results["enhanced"].get("SI_SDR", float("nan")) - results["noisy"].get("SI_SDR", float("nan"))
+    print(f"\nSI-SDR gain over the noisy input: {gain:+.2f} dB")
+    print(f"quickstart done in {results['wall_s']} s; results in {args.out}/results.json")
 
 
 if __name__ == "__main__":

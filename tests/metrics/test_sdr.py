@@ -72,7 +72,8 @@ def rir(sample_rate, t60, rng):
 def speech(shared_data):
     """Three NOIZEUS (clean, noisy) pairs at 16 kHz, 2 s each (0, 5 and -5 dB casino noise)."""
     pairs = []
-    for name, noisy in [("sp04", "sp04_casino_sn0"), ("sp03", "sp03_casino_sn5"), ("sp05", "sp05_casino_sn-5")]:
+    names = [("sp04", "sp04_casino_sn0"), ("sp03", "sp03_casino_sn5"), ("sp05", "sp05_casino_sn-5")]
+    for name, noisy in names:
         c, fs = sf.read(shared_data / "noizeus" / f"{name}.wav", dtype="float32")
         n, _ = sf.read(shared_data / "noizeus" / f"{noisy}.wav", dtype="float32")
         assert fs == 16000
@@ -190,10 +191,10 @@ def test_si_sdr_matches_closed_form(speech, zero_mean):
 def test_si_sdr_matches_fast_bss_eval(speech):
     refs, ests, lengths = pad_batch(speech)
     ours = np.asarray(si_sdr_jit(refs, ests, lengths, zero_mean=False))
-    expected = [
-        float(fast_bss_eval.si_sdr(torch.from_numpy(r.astype(np.float64))[None], torch.from_numpy(e.astype(np.float64))[None])[0])
-        for r, e in speech
-    ]
+    def as_torch(x):
+        return torch.from_numpy(x.astype(np.float64))[None]
+
+    expected = [float(fast_bss_eval.si_sdr(as_torch(r), as_torch(e))[0]) for r, e in speech]
     np.testing.assert_allclose(ours, expected, atol=SI_SDR_TOL_DB)
 
 

@@ -3,7 +3,7 @@
 
     python -m urgent_jax.enhance.infer --workdir exp/bsrnn --input_scp data/validation/wav.scp \
         --output_dir exp/bsrnn/enhanced [--step N] [--batch_size 8] [--chunk_s 30] [--num_steps 15]
-    python -m urgent_jax.enhance.infer --params converted.npz --model bsrnn --input_scp ... --output_dir ...
+    python -m urgent_jax.enhance.infer --params converted_dir --input_scp ... --output_dir ...
 
 The model comes from <workdir>/config.json and its newest (or --step) checkpoint (EMA weights when the
 run kept them), or from a converted checkpoint (`--params`, see urgent_jax.models.convert). Utterances
@@ -37,20 +37,16 @@ log = logging.getLogger(__name__)
 
 
 def load_model_and_variables(workdir: str | None = None, params_path: str | None = None,
-                             model_name: str | None = None, step: int | None = None,
-                             model_kwargs: dict | None = None):
-    """(model, variables) from a training workdir (config.json + checkpoint) or a params file."""
+                             step: int | None = None):
+    """(model, variables) from a training workdir (config.json + checkpoint) or a directory written by
+    `python -m urgent_jax.models.convert` (variables.msgpack + model.json)."""
     if params_path:
-        if not model_name:
-            raise ValueError("--params needs --model (the registry name the checkpoint was converted for)")
-        model = models.build(model_name, **(model_kwargs or {}))
-        variables = models.load_variables(params_path) if hasattr(models, "load_variables") else None
-        if variables is None:
-            from flax import serialization
+        from urgent_jax.models.convert import load_converted
 
-            with open(params_path, "rb") as f:
-                variables = serialization.msgpack_restore(f.read())
-        return model, variables
+        if not os.path.exists(os.path.join(params_path, "model.json")):
+            raise FileNotFoundError(f"{params_path}: not a converted checkpoint (no model.json); "
+                                    "write one with python -m urgent_jax.models.convert")
+        return load_converted(params_path)
     if not workdir:
         raise ValueError("give --workdir (a training run) or --params")
     with open(os.path.join(workdir, "config.json")) as f:
@@ -215,8 +211,7 @@ def enhance_scp(
 def _define_flags() -> None:
     flags.DEFINE_string("workdir", None, "Training run directory (config.json + checkpoints).")
     flags.DEFINE_integer("step", None, "Checkpoint step (default: newest).")
-    flags.DEFINE_string("params", None, "A converted checkpoint (instead of --workdir).")
-    flags.DEFINE_string("model", None, "Registry name for --params (bsrnn, flowse, tfgridnet, ...).")
+    flags.DEFINE_string("params", None, "A converted checkpoint directory (instead of --workdir).")
     flags.DEFINE_string("input_scp", None, "uid path list of recordings to enhance.")
     flags.DEFINE_string("output_dir", None, "Where wav/ and inf.scp go.")
     flags.DEFINE_integer("batch_size", 8, "Utterances (chunks) per call.")
@@ -231,7 +226,7 @@ def main(argv) -> None:
     del argv
     prepare_runtime()
     f = flags.FLAGS
-    model, variables = load_model_and_variables(f.workdir, f.params, f.model, f.step)
+    model, variables = load_model_and_variables(f.workdir, f.params, f.step)
     summary = enhance_scp(model, variables, f.input_scp, f.output_dir, batch_size=f.batch_size,
                           chunk_s=f.chunk_s, overlap_s=f.overlap_s, num_steps=f.num_steps, peak=f.peak)
     print(json.dumps(summary), file=sys.stderr)

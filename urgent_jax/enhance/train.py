@@ -28,15 +28,9 @@ def _define_flags() -> None:
     flags.mark_flags_as_required(["config", "workdir"])
 
 
-def main(argv) -> None:
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    prepare_runtime()
-    absl_logging.set_verbosity(absl_logging.INFO)
-    logging.getLogger("jax").setLevel(logging.WARNING)
-    config = flags.FLAGS.config
-    workdir = flags.FLAGS.workdir
-
+def train(config, workdir: str) -> dict:
+    """Train per `config` in `workdir` (resuming), write config.json and train_summary.json there
+    (process 0), and return the loop's summary."""
     import jax
 
     from urgent_jax.enhance.task import EnhancementTask
@@ -54,6 +48,22 @@ def main(argv) -> None:
     if is_main:
         with open(os.path.join(workdir, "train_summary.json"), "w") as f:
             json.dump(summary, f, indent=2)
+    return summary
+
+
+def quiet_logs() -> None:
+    """INFO from urgent_jax, warnings only from jax / orbax / absl internals."""
+    absl_logging.set_verbosity(absl_logging.WARNING)
+    logging.getLogger().setLevel(logging.WARNING)
+    logging.getLogger("urgent_jax").setLevel(logging.INFO)
+
+
+def main(argv) -> None:
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    prepare_runtime()
+    quiet_logs()
+    summary = train(flags.FLAGS.config, flags.FLAGS.workdir)
     print(json.dumps(summary, indent=2), file=sys.stderr)
 
 

@@ -186,13 +186,14 @@ def format_markdown(breakdown: Mapping) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _json_safe(obj):
+def json_safe(obj):
+    """obj with non-finite floats as None (NaN is not JSON) and tuples as lists."""
     if isinstance(obj, dict):
-        return {k: _json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [_json_safe(v) for v in obj]
+        return {k: json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_safe(v) for v in obj]
     if isinstance(obj, float) and not math.isfinite(obj):
-        return None  # NaN is not JSON
+        return None
     return obj
 
 
@@ -214,7 +215,7 @@ def write_breakdown(
     out.mkdir(parents=True, exist_ok=True)
     (out / BREAKDOWN_MD).write_text(format_markdown(result), encoding="utf-8")
     with open(out / BREAKDOWN_JSON, "w", encoding="utf-8") as f:
-        json.dump(_json_safe(result), f, indent=2)
+        json.dump(json_safe(result), f, indent=2)
     return result
 
 

@@ -381,12 +381,6 @@ def write_errors(path: str | os.PathLike, rows: Sequence[tuple[str, str, str]]) 
             f.write("\t".join(_clean(x) for x in row) + "\n")
 
 
-def _json_value(value):
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
-
-
 def _write_pass(out_dir: Path, specs, result: PassResult) -> dict[str, float]:
     for output, values in result.scores.items():
         write_scores(out_dir / f"{output}.scp", values)
@@ -498,7 +492,7 @@ def score(
         "elapsed_s": time.perf_counter() - start,
     }
     with open(out_dir / report_lib.SUMMARY_FILE, "w", encoding="utf-8") as f:
-        json.dump(_json_safe(summary), f, indent=2)
+        json.dump(breakdown_lib.json_safe(summary), f, indent=2)
     if meta_tsv is not None:
         breakdown_lib.write_breakdown(out_dir, meta_tsv, utt2lang=utt2lang, scores=result.scores)
         if noisy is not None:
@@ -517,14 +511,6 @@ def score(
         elapsed_s=time.perf_counter() - start,
     )
     return summary
-
-
-def _json_safe(obj):
-    if isinstance(obj, dict):
-        return {k: _json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_json_safe(v) for v in obj]
-    return _json_value(obj)
 
 
 # --- command line --------------------------------------------------------------------------------
