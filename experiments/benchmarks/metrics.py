@@ -97,8 +97,10 @@ def ours(name: str, sample_rate: int, state: dict):
         return lambda *args: jax.block_until_ready(run_dnsmos(*args))
     if name == "distill_mos":
         params = distillmos.load_params()
-        fn = jax.jit(functools.partial(distillmos.distill_mos, sample_rate=sample_rate, params=params))
-        return lambda ref, est, lengths: jax.block_until_ready(fn(est, lengths))
+        fn = jax.jit(distillmos.distill_mos, static_argnames="sample_rate")
+        return lambda ref, est, lengths: jax.block_until_ready(
+            fn(est, lengths, sample_rate=sample_rate, params=params)
+        )
     metric = {"estoi": estoi, "sdr": sdr, "lsd": lsd, "mcd": mcd}[name]
     fn = jax.jit(functools.partial(metric, sample_rate=sample_rate))
     return lambda ref, est, lengths: jax.block_until_ready(fn(ref, est, lengths))
@@ -114,7 +116,7 @@ def _to_16k(x: np.ndarray, sample_rate: int) -> np.ndarray:
 
 
 def _import_pysptk():
-    if importlib.util.find_spec("pkg_resources") is None:
+    if "pkg_resources" not in sys.modules and importlib.util.find_spec("pkg_resources") is None:
         # pysptk 1.0.1 imports pkg_resources (gone from setuptools >= 81) only for its example data.
         sys.modules["pkg_resources"] = types.ModuleType("pkg_resources")
     import pysptk
@@ -177,9 +179,10 @@ def reference(name: str, sample_rate: int, state: dict):
 
         mode = "nb" if sample_rate == 8000 else "wb"
         rate = 8000 if sample_rate == 8000 else 16000
-        return lambda refs, ests: [
-            pesq(rate, _to_16k(r, sample_rate), _to_16k(e, sample_rate), mode) for r, e in zip(refs, ests)
-        ]
+        def run_pesq(r, e):
+            return pesq(rate, _to_16k(r, sample_rate), _to_16k(e, sample_rate), mode)
+
+        return lambda refs, ests: [run_pesq(r, e) for r, e in zip(refs, ests)]
     if name == "lsd":
         return lambda refs, ests: [reference_lsd(r, e, sample_rate) for r, e in zip(refs, ests)]
     if name == "mcd":
@@ -249,9 +252,11 @@ def main() -> None:
     finally:
         if "pesq_pool" in state:
             state["pesq_pool"].close()
-    print(f"\nbackend: {jax.default_backend()} ({jax.devices()[0].device_kind}), {os.cpu_count()} CPU cores, "
-          f"batch {args.batch} x {args.seconds:g} s, NOIZEUS speech")  # fmt: skip
-    print(f"{'metric':12s} {'rate':>6s} {'ours clips/s':>13s} {'ref clips/s':>12s} {'ratio':>8s}  ref clips")
+    device = f"{jax.default_backend()} ({jax.devices()[0].device_kind})"
+    print(f"\nbackend: {device}, {os.cpu_count()} CPU cores, batch {args.batch} x {args.seconds:g} s, "
+          "NOIZEUS speech")  # fmt: skip
+    header = f"{'ours clips/s':>13s} {'ref clips/s':>12s} {'ratio':>8s}  ref clips"
+    print(f"{'metric':12s} {'rate':>6s} {header}")
     for name, sample_rate, ours_rate, ref_rate, num_ref in rows:
         print(f"{name:12s} {sample_rate // 1000:4d}k {ours_rate:13.2f} {ref_rate:12.2f} "
               f"{ours_rate / ref_rate:7.1f}x  {num_ref}")  # fmt: skip

@@ -1,7 +1,7 @@
 """LSD against an independent numpy + librosa implementation of REFERENCE.md §4.1 on real speech.
 
-The reference works as the official script on float32 signals: the gain and the scaled estimate are
-float32, librosa's STFT (float64 inside, complex64 out) is centred with zero padding.
+The reference follows §4.1 on float32 signals (as they are read): the gain and the scaled estimate
+are float32, librosa's STFT (float64 inside, complex64 out) is centred with zero padding.
 
 Parity runs on NOIZEUS at 16 kHz and resampled with scipy's polyphase filter, whose image band keeps
 real content ~60 dB down. A steep resampler (soxr) instead leaves only the float32 rounding noise of

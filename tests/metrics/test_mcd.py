@@ -15,7 +15,7 @@ from scipy.spatial.distance import euclidean
 
 from urgent_jax.metrics.mcd import MCEP_PARAMS, dtw, mcd, mel_cepstrum, sptk_hamming
 
-if importlib.util.find_spec("pkg_resources") is None:
+if "pkg_resources" not in sys.modules and importlib.util.find_spec("pkg_resources") is None:
     # pysptk 1.0.1 imports pkg_resources (gone from setuptools >= 81) only to locate its example data.
     sys.modules["pkg_resources"] = types.ModuleType("pkg_resources")
 import pysptk  # noqa: E402

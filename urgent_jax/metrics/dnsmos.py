@@ -230,11 +230,12 @@ def load_dnsmos_params(
     if end != p808.outputs[0].name:
         raise ValueError("P.808 model chain does not reach the graph output")
 
+    # numpy leaves: the cached parameters may be first loaded inside a jit trace (no tracers kept)
     def to_jnp(chain: list[Layer]) -> tuple[Layer, ...]:
-        return tuple((layer[0], *(jnp.asarray(a) for a in layer[1:])) for layer in chain)
+        return tuple((layer[0], *(np.asarray(a) for a in layer[1:])) for layer in chain)
 
     return DnsmosParams(
-        dft=jnp.asarray(dft),
+        dft=np.asarray(dft, np.float32),
         front=to_jnp(layers[:first_pool]),
         back=to_jnp(layers[first_pool:]),
         p808=to_jnp(p808_layers),

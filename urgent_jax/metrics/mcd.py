@@ -255,7 +255,8 @@ def _mcd_chunk(ref, est, lengths, sample_rate: int):
 def mcd(ref, est, lengths=None, sample_rate: int = 16000):
     """Mel-cepstral distortion in dB. ref, est [B, T] float32, lengths [B] -> [B] float32.
 
-    `sample_rate` must be static under jit. Examples shorter than one frame give NaN.
+    `sample_rate` must be static under jit. Examples shorter than one frame give NaN. A silent ref
+    makes the gain 0, which silences est too: MCD 0, as the reference.
     """
     ref = jnp.asarray(ref, jnp.float32)
     est = jnp.asarray(est, jnp.float32)

@@ -271,53 +271,73 @@ class BandDense(nn.Module):
 # --- recurrent layers ------------------------------------------------------------------------
 
 
-def _lstm_cell(gates_in, h_prev, c_prev, keep, w_hh, dtype):
-    """One step, all directions: float32 input gates [D, B, 4H], state [D, B, H] -> h, c, acts."""
-    rec = jnp.einsum("dbh,dhg->dbg", h_prev.astype(dtype), w_hh.astype(dtype))
-    i, f, g, o = jnp.split(gates_in + rec.astype(jnp.float32), 4, axis=-1)
-    i, f, g, o = jax.nn.sigmoid(i), jax.nn.sigmoid(f), jnp.tanh(g), jax.nn.sigmoid(o)
-    c = (f * c_prev + i * g) * keep
-    return o * jnp.tanh(c), c, jnp.concatenate([i, f, g, o], axis=-1)
+def _gate_activations(pre):
+    """Pre-activation gates [..., 4H] (i, f, g, o) -> (i, f, g, o) after sigmoid/tanh."""
+    i, f, g, o = jnp.split(pre, 4, axis=-1)
+    return jax.nn.sigmoid(i), jax.nn.sigmoid(f), jnp.tanh(g), jax.nn.sigmoid(o)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
-def lstm_recurrence(proj, w_hh, keep, dtype=jnp.float32):
-    """LSTM recurrence over time-major inputs: h [S, D, B, H] float32.
+def _input_gates(xs, w_ih, bias, dtype):
+    """Every step's input projection in one matmul: xs [S, D, B, I] -> float32 [S, D, B, 4H]."""
+    proj = jnp.einsum("sdbi,dig->sdbg", xs.astype(dtype), w_ih.astype(dtype))
+    return proj.astype(jnp.float32) + bias.astype(jnp.float32)[None, :, None, :]
 
-    proj [S, D, B, 4H] float32: input projections plus biases, gates (i, f, g, o); w_hh [D, H, 4H];
-    keep [S, D, B, 1]: 0 holds the state at zero (padding). The custom VJP runs a reverse scan that
-    only carries (dh, dc) and returns every step's gate gradient, so the recurrent kernel's gradient
-    is one large matmul after the loop instead of an accumulation inside it.
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(5,))
+def lstm_recurrence(xs, w_ih, bias, w_hh, keep, dtype=jnp.float32):
+    """LSTM over time-major inputs, all directions in one scan: h float32 [S, D, B, H].
+
+    xs [S, D, B, I] (direction d's own time order); w_ih [D, I, 4H]; bias [D, 4H] (input plus
+    hidden biases); w_hh [D, H, 4H]; keep [S, D, B, 1]: 0 holds the state at zero (padding).
+    Gates (i, f, g, o). The custom VJP saves only the inputs and the h and c sequences (not the
+    four gates, which would be 4H per step): the backward pass recomputes the gates with two large
+    matmuls, runs a reverse scan that carries (dh, dc), and forms the weight gradients as single
+    matmuls after the loop.
     """
-    return _lstm_recurrence_fwd(proj, w_hh, keep, dtype)[0]
+    return _lstm_recurrence_fwd(xs, w_ih, bias, w_hh, keep, dtype)[0]
 
 
-def _lstm_recurrence_fwd(proj, w_hh, keep, dtype):
-    dirs, batch, hidden = proj.shape[1], proj.shape[2], proj.shape[3] // 4
-
-    def step(carry, inputs):
-        gates_in, k = inputs
-        h, c, acts = _lstm_cell(gates_in, carry[0], carry[1], k, w_hh, dtype)
-        return (h, c), (h, c, acts)
-
-    zeros = jnp.zeros((dirs, batch, hidden), jnp.float32)
-    _, (hs, cs, acts) = jax.lax.scan(step, (zeros, zeros), (proj, keep))
-    return hs, (hs, cs, acts, keep, w_hh)
-
-
-def _lstm_recurrence_bwd(dtype, residuals, d_hs):
-    hs, cs, acts, keep, w_hh = residuals
-    zeros = jnp.zeros_like(hs[:1])
-    h_prev = jnp.concatenate([zeros, hs[:-1]])  # [S, D, B, H]
-    c_prev = jnp.concatenate([zeros, cs[:-1]])
+def _lstm_recurrence_fwd(xs, w_ih, bias, w_hh, keep, dtype):
+    dirs, batch, hidden = xs.shape[1], xs.shape[2], w_hh.shape[1]
     w = w_hh.astype(dtype)
 
     def step(carry, inputs):
-        dh_next, dc_next = carry  # gradients reaching step t from step t + 1
-        dh_out, act, c, c_before, k = inputs
-        i, f, g, o = jnp.split(act, 4, axis=-1)
+        h_prev, c_prev = carry
+        gates_in, k = inputs
+        rec = jnp.einsum("dbh,dhg->dbg", h_prev.astype(dtype), w).astype(jnp.float32)
+        i, f, g, o = _gate_activations(gates_in + rec)
+        c = (f * c_prev + i * g) * k
+        h = o * jnp.tanh(c)
+        return (h, c), (h, c)
+
+    zeros = jnp.zeros((dirs, batch, hidden), jnp.float32)
+    proj = _input_gates(xs, w_ih, bias, dtype)
+    _, (hs, cs) = jax.lax.scan(step, (zeros, zeros), (proj, keep))
+    return hs, (xs, w_ih, bias, w_hh, keep, hs, cs)
+
+
+def _lstm_recurrence_bwd(dtype, residuals, d_hs):
+    xs, w_ih, bias, w_hh, keep, hs, cs = residuals
+    # Make the recomputation depend on the incoming gradient (a zero with a data dependency), so
+    # that XLA cannot schedule it in the forward pass, where it would merge with the forward's
+    # projection and keep every layer's 4H-wide gates alive until its backward pass. (XLA:CPU
+    # drops optimization barriers before scheduling, so jax.checkpoint alone does not do this.)
+    tie = 0.0 * d_hs[0, 0, 0, 0]
+    xs = xs + tie.astype(xs.dtype)
+    zeros = jnp.zeros_like(hs[:1])
+    h_prev = jnp.concatenate([zeros, hs[:-1]]) + tie  # [S, D, B, H]
+    c_prev = jnp.concatenate([zeros, cs[:-1]]) + tie
+    w = w_hh.astype(dtype)
+    rec = jnp.einsum("sdbh,dhg->sdbg", h_prev.astype(dtype), w).astype(jnp.float32)
+    pre = _input_gates(xs, w_ih, bias, dtype) + rec  # the forward's gates, [S, D, B, 4H]
+
+    def step(n, carry):
+        t = num_steps - 1 - n  # reverse time
+        dh_next, dc_next, buf = carry  # gradients reaching step t from step t + 1; buf: see below
+        i, f, g, o = _gate_activations(buf[t])
+        c, c_before, k = cs[t], c_prev[t], keep[t]
         tanh_c = jnp.tanh(c)
-        dh = dh_out + dh_next
+        dh = d_hs[t] + dh_next
         dc = (dh * o * (1.0 - tanh_c**2) + dc_next) * k
         d_pre = jnp.concatenate(
             [
@@ -329,12 +349,24 @@ def _lstm_recurrence_bwd(dtype, residuals, d_hs):
             axis=-1,
         )  # gradient of the pre-activation gates [D, B, 4H]
         dh_prev = jnp.einsum("dbg,dhg->dbh", d_pre.astype(dtype), w).astype(jnp.float32)
-        return (dh_prev, dc * f), d_pre
+        return dh_prev, dc * f, buf.at[t].set(d_pre)
 
-    init = (jnp.zeros_like(hs[0]), jnp.zeros_like(hs[0]))
-    _, d_pre = jax.lax.scan(step, init, (d_hs, acts, cs, c_prev, keep), reverse=True)
-    d_w = jnp.einsum("sdbh,sdbg->dhg", h_prev.astype(dtype), d_pre.astype(dtype))
-    return d_pre, d_w.astype(w_hh.dtype), jnp.zeros_like(keep)
+    # The gate gradient of step t overwrites the gates of step t in place, so the loop needs no
+    # second [S, D, B, 4H] buffer (a zero-initialised one, which XLA would allocate up front).
+    num_steps = hs.shape[0]
+    zeros = jnp.zeros_like(hs[0])
+    _, _, d_pre = jax.lax.fori_loop(0, num_steps, step, (zeros, zeros, pre))
+    d_pre_c = d_pre.astype(dtype)
+    d_w_hh = jnp.einsum("sdbh,sdbg->dhg", h_prev.astype(dtype), d_pre_c)
+    d_w_ih = jnp.einsum("sdbi,sdbg->dig", xs.astype(dtype), d_pre_c)
+    d_xs = jnp.einsum("sdbg,dig->sdbi", d_pre_c, w_ih.astype(dtype))
+    return (
+        d_xs.astype(xs.dtype),
+        d_w_ih.astype(w_ih.dtype),
+        jnp.sum(d_pre, axis=(0, 2)).astype(bias.dtype),
+        d_w_hh.astype(w_hh.dtype),
+        jnp.zeros_like(keep),
+    )
 
 
 lstm_recurrence.defvjp(_lstm_recurrence_fwd, _lstm_recurrence_bwd)
@@ -345,10 +377,10 @@ class LSTM(nn.Module):
 
     Parameters, stacked over directions d (forward, backward): kernel_ih[d] = weight_ih.T [I, 4H],
     kernel_hh[d] = weight_hh.T [H, 4H], bias_ih[d] and bias_hh[d] [4H]; gates ordered (i, f, g, o).
-    The input projection of all steps is one matmul and both directions share one scan
-    (`lstm_recurrence`). With seq_lengths the backward direction starts at each item's last valid
-    step (packed-sequence semantics: its state is held at zero over the padding), so padding never
-    reaches valid outputs; outputs at padded steps are zero in that direction.
+    Both directions share one scan (`lstm_recurrence`). With seq_lengths the backward direction
+    starts at each item's last valid step (packed-sequence semantics: its state is held at zero
+    over the padding), so padding never reaches valid outputs; outputs at padded steps are zero in
+    that direction.
     """
 
     hidden: int  # H, units per direction
@@ -370,11 +402,11 @@ class LSTM(nn.Module):
             ],
             self.param_dtype,
         )
-        # [B, S, I] -> [S, D, B, 4H]: every step's input projection in one matmul
-        proj = jnp.einsum("bsi,dig->sdbg", x.astype(self.dtype), k_ih.astype(self.dtype))
-        proj = proj.astype(jnp.float32) + (b_ih + b_hh).astype(jnp.float32)[None, :, None, :]
-        if dirs == 2:  # the backward direction scans the time-reversed sequence
-            proj = jnp.stack([proj[:, 0], jnp.flip(proj[:, 1], axis=0)], axis=1)
+        xs = jnp.swapaxes(x.astype(self.dtype), 0, 1)  # [B, S, I] -> [S, B, I]
+        if dirs == 2:  # the backward direction reads the time-reversed sequence
+            xs = jnp.stack([xs, jnp.flip(xs, axis=0)], axis=1)  # [S, 2, B, I]
+        else:
+            xs = xs[:, None]
         # Backward direction with seq_lengths: the state stays zero over the (reversed) padding, so
         # each item's scan effectively starts at its last valid step.
         if dirs == 2 and seq_lengths is not None:
@@ -383,7 +415,8 @@ class LSTM(nn.Module):
         else:
             keep = jnp.ones((x.shape[1], dirs, x.shape[0]), bool)
         keep = keep[..., None].astype(jnp.float32)  # [S, D, B, 1]
-        out = lstm_recurrence(proj, k_hh.astype(self.dtype), keep, jnp.dtype(self.dtype))
+        bias = b_ih.astype(jnp.float32) + b_hh.astype(jnp.float32)
+        out = lstm_recurrence(xs, k_ih, bias, k_hh, keep, jnp.dtype(self.dtype))
         if dirs == 2:  # [S, D, B, H] -> [B, S, 2H]
             out = jnp.concatenate([out[:, 0], jnp.flip(out[:, 1], axis=0)], axis=-1)
         else:
