@@ -24,6 +24,8 @@ $(VENV)/.core-installed: setup.py | $(PY)
 # packages' Python code (xls-r-sqa for the Distill-MOS reference), still without their dependencies.
 $(VENV)/.test-installed: setup.py $(VENV)/.core-installed
 	$(PIP) install -q -e ".[test,demo,metrics,convert]"
+	# pysptk 1.0.1 (MCD reference) imports pkg_resources, gone from setuptools >= 81; torch wants >= 77.
+	$(PIP) install -q "setuptools>=77,<81"
 	$(PIP) install -q --no-deps xls-r-sqa==0.1.0
 	# ESPnet's enhancement modules: the reference BSRNN / TF-GridNet for the model parity tests.
 	$(PIP) install -q torch_complex typeguard humanfriendly

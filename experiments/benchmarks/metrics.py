@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import functools
-import importlib.util
 import os
 import sys
 import types
@@ -116,10 +115,7 @@ def _to_16k(x: np.ndarray, sample_rate: int) -> np.ndarray:
 
 
 def _import_pysptk():
-    if "pkg_resources" not in sys.modules and importlib.util.find_spec("pkg_resources") is None:
-        # pysptk 1.0.1 imports pkg_resources (gone from setuptools >= 81) only for its example data.
-        sys.modules["pkg_resources"] = types.ModuleType("pkg_resources")
-    import pysptk
+    import pysptk  # 1.0.1 imports pkg_resources: setuptools < 81 (pinned by the Makefile's test install)
 
     return pysptk
 

@@ -1,6 +1,6 @@
-"""Forward+backward training-step cost of BSRNN and FlowSE: urgent_jax against the PyTorch references.
+"""Forward+backward training-step cost of BSRNN and FlowSE: urgent_jax against PyTorch references.
 
-    python experiments/benchmarks/train_step.py                          # batch 2 x 4 s, 16 + 48 kHz
+    python experiments/benchmarks/train_step.py                          # 2 x 4 s, 16 and 48 kHz
     python experiments/benchmarks/train_step.py --models bsrnn --fs 16000 --steps 3
     python experiments/benchmarks/train_step.py --quick                  # tiny configs, 1 s, 16 kHz
     python experiments/benchmarks/train_step.py --models bsrnn --fs 16000 --remat both --no_torch

@@ -1,9 +1,6 @@
 """MCD against pysptk + fastdtw (REFERENCE.md §4.1) on real speech; the jitted DTW against a
 plain numpy dynamic programme."""
 
-import importlib.util
-import sys
-import types
 
 import jax
 import numpy as np
@@ -15,10 +12,7 @@ from scipy.spatial.distance import euclidean
 
 from urgent_jax.metrics.mcd import MCEP_PARAMS, dtw, mcd, mel_cepstrum, sptk_hamming
 
-if "pkg_resources" not in sys.modules and importlib.util.find_spec("pkg_resources") is None:
-    # pysptk 1.0.1 imports pkg_resources (gone from setuptools >= 81) only to locate its example data.
-    sys.modules["pkg_resources"] = types.ModuleType("pkg_resources")
-import pysptk  # noqa: E402
+import pysptk  # noqa: E402  (pysptk 1.0.1 needs pkg_resources: setuptools < 81, pinned by the Makefile)
 
 MCD_REL_TOL = 1e-2  # |ours / reference - 1| per example (the issue's tolerance)
 

@@ -93,7 +93,9 @@ def test_init_loss_and_sampler_shapes_at_all_rates(model_and_variables):
         n = fs // 10 + 3  # not a whole number of hops
         wave = jax.ShapeDtypeStruct((2, n), jnp.float32)
         lengths = jax.ShapeDtypeStruct((2,), jnp.int32)
-        init = jax.eval_shape(lambda k, fs=fs: models.init_variables(model, k, fs), jax.random.key(0))
+        init = jax.eval_shape(
+            lambda k, fs=fs: models.init_variables(model, k, fs), jax.random.key(0)
+        )
         trees.append(jax.tree_util.tree_structure(init))
         out = jax.eval_shape(
             lambda v, x, le, fs=fs: flowse.enhance(model, v, x, le, fs, jax.random.key(0), 3),

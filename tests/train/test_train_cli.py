@@ -39,17 +39,12 @@ def _run(cmd, env, timeout=TIMEOUT) -> subprocess.CompletedProcess:
 
 
 def _final_params(workdir: Path, step: int) -> dict:
-    import orbax.checkpoint as ocp
-
-    mngr = ocp.CheckpointManager(str(workdir / "checkpoints"))
-    try:
-        assert step in mngr.all_steps(), (step, mngr.all_steps())
-        restored = mngr.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))
-    finally:
-        mngr.close()
     import jax
 
-    leaves = jax.tree_util.tree_flatten_with_path(restored["state"]["params"])[0]
+    from urgent_jax.train.checkpoint import restore_on_host
+
+    state, _ = restore_on_host(str(workdir / "checkpoints"), step)
+    leaves = jax.tree_util.tree_flatten_with_path(state["params"])[0]
     return {jax.tree_util.keystr(path): np.asarray(x) for path, x in leaves}
 
 

@@ -32,6 +32,7 @@ from urgent_jax import models, prepare_runtime
 from urgent_jax.audio.io import AudioFileError, read_audio, write_audio
 from urgent_jax.data.manifest import read_kv, write_kv
 from urgent_jax.models import flowse
+from urgent_jax.train.checkpoint import restore_on_host
 
 log = logging.getLogger(__name__)
 
@@ -52,17 +53,9 @@ def load_model_and_variables(workdir: str | None = None, params_path: str | None
     with open(os.path.join(workdir, "config.json")) as f:
         config = ml_collections.ConfigDict(json.load(f))
     model = models.build(config.model.name, **config.model.kwargs.to_dict())
-    import orbax.checkpoint as ocp
-
-    mngr = ocp.CheckpointManager(os.path.abspath(os.path.join(workdir, "checkpoints")))
-    chosen = step if step is not None else mngr.latest_step()
-    if chosen is None:
-        raise FileNotFoundError(f"{workdir}: no checkpoint found")
-    restored = mngr.restore(chosen, args=ocp.args.Composite(state=ocp.args.StandardRestore()))
-    state = restored["state"]
+    state, chosen = restore_on_host(os.path.join(workdir, "checkpoints"), step)
     params = state["ema_params"] if state.get("ema_params") is not None else state["params"]
     variables = {"params": params, **(state.get("constants") or {})}
-    mngr.close()
     log.info("loaded %s step %d from %s", config.model.name, chosen, workdir)
     return model, variables
 

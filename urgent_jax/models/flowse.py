@@ -154,7 +154,7 @@ class FlowSE(nn.Module):
     sigma_max: float = 0.5  # flow-matching std at t = 1 (and the prior's)
     t_eps: float = 0.03  # smallest t (training draw and last sampler time)
     t_max: float = 1.0  # largest t (T_rev)
-    use_remat: bool = False  # rematerialise each dual-path layer in the backward pass (memory)
+    use_remat: bool = False  # recompute dual-path layers in the backward pass; no gain on XLA:CPU
     dtype: layers.Dtype = jnp.float32  # compute dtype; STFT, loss and sampler state stay float32
     param_dtype: layers.Dtype = jnp.float32
 

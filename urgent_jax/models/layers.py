@@ -322,11 +322,11 @@ def _lstm_recurrence_bwd(dtype, residuals, d_hs):
     # that XLA cannot schedule it in the forward pass, where it would merge with the forward's
     # projection and keep every layer's 4H-wide gates alive until its backward pass. (XLA:CPU
     # drops optimization barriers before scheduling, so jax.checkpoint alone does not do this.)
-    tie = 0.0 * d_hs[0, 0, 0, 0]
+    tie = 0.0 * d_hs[0, 0, 0, 0]  # float multiplication by zero is not folded away (NaN, inf)
     xs = xs + tie.astype(xs.dtype)
-    zeros = jnp.zeros_like(hs[:1])
-    h_prev = jnp.concatenate([zeros, hs[:-1]]) + tie  # [S, D, B, H]
-    c_prev = jnp.concatenate([zeros, cs[:-1]]) + tie
+    initial = jnp.zeros_like(hs[:1])  # the state before the first step
+    h_prev = jnp.concatenate([initial, hs[:-1]]) + tie  # [S, D, B, H]
+    c_prev = jnp.concatenate([initial, cs[:-1]]) + tie
     w = w_hh.astype(dtype)
     rec = jnp.einsum("sdbh,dhg->sdbg", h_prev.astype(dtype), w).astype(jnp.float32)
     pre = _input_gates(xs, w_ih, bias, dtype) + rec  # the forward's gates, [S, D, B, 4H]

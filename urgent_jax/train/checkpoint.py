@@ -129,3 +129,21 @@ def abstract_like(tree, shardings):
     return jax.tree.map(
         lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), tree, shardings
     )
+
+
+def restore_on_host(directory: str, step: int | None = None) -> tuple[dict, int]:
+    """(train state as a dict of arrays on this process's first device, step) from a checkpoint
+    directory, whatever mesh or number of processes saved it (inference, analysis). step None: newest."""
+    manager = ocp.CheckpointManager(os.path.abspath(directory),
+                                    item_handlers={"state": ocp.StandardCheckpointHandler()})
+    try:
+        chosen = manager.latest_step() if step is None else step
+        if chosen is None or chosen not in manager.all_steps():
+            raise FileNotFoundError(f"{directory}: no checkpoint" + ("" if step is None else f" at step {step}"))
+        metadata = manager.item_metadata(chosen)["state"]
+        device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+        abstract = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device), metadata)
+        restored = manager.restore(chosen, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract)))
+    finally:
+        manager.close()
+    return restored["state"], chosen
