@@ -34,24 +34,16 @@ from urgent_jax.enhance import train as train_cli  # noqa: E402
 from urgent_jax.evaluate import score as score_cli  # noqa: E402
 from urgent_jax.evaluate.breakdown import json_safe  # noqa: E402
 from urgent_jax.simulation.generate_params import generate_meta  # noqa: E402
+from urgent_jax.train.config_file import load_config  # noqa: E402
 
 REPO = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
-
-
-def _load_config(path: str, variant: str | None = None):
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("quickstart_config", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_config() if variant is None else module.get_config(variant)
 
 
 def build_validation_set(corpus_dir: str, out_dir: str, seed: int) -> dict:
     """Stage 2: meta.tsv from the validation sources, rendered into out_dir (official layout)."""
     meta_path = os.path.join(out_dir, "log", "meta.tsv")
     if not os.path.exists(meta_path):
-        cfg = _load_config(os.path.join(REPO, "configs", "simulation", "validation.py"))
+        cfg = load_config(os.path.join(REPO, "configs", "simulation", "validation.py"))
         rows = generate_meta(
             os.path.join(corpus_dir, "validation_sources"),
             output_dir=os.path.abspath(out_dir),
@@ -73,7 +65,7 @@ def train_model(corpus_dir: str, workdir: str, train_s: float, seed: int) -> dic
     if os.path.exists(done):
         with open(done) as f:
             return json.load(f)
-    config = _load_config(os.path.join(REPO, "configs", "se", "bsrnn.py"), "tiny")
+    config = load_config(os.path.join(REPO, "configs", "se", "bsrnn.py") + ":tiny")
     config.data.sources_dir = os.path.abspath(os.path.join(corpus_dir, "train_sources"))
     config.train.max_train_s = float(train_s)
     config.train.seed = seed

@@ -3,12 +3,14 @@ locks: a misspelt key fails."""
 
 from __future__ import annotations
 
-import importlib.util
+import argparse
+import runpy
 from pathlib import Path
 
 import pytest
 
 from urgent_jax import models
+from urgent_jax.train.config_file import load_config
 from urgent_jax.train.optim import make_optimizer
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
@@ -20,10 +22,7 @@ VARIANTS = {
 
 
 def _load(rel: str):
-    spec = importlib.util.spec_from_file_location(rel.replace("/", "_")[:-3], CONFIGS / rel)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return argparse.Namespace(**runpy.run_path(str(CONFIGS / rel)))
 
 
 @pytest.mark.parametrize("rel,variant", [(r, v) for r, vs in VARIANTS.items() for v in vs])
@@ -56,3 +55,10 @@ def test_unknown_variant_and_locked_keys():
     config.lock()
     with pytest.raises(AttributeError):
         config.optim.lrate = 1.0
+
+
+def test_load_config_by_spec_string(tmp_path):
+    assert load_config("configs/se/bsrnn.py:smoke").model.kwargs.num_channels == 8
+    assert load_config("configs/se/flowse.py").model.name == "flowse"  # default variant
+    with pytest.raises(FileNotFoundError, match="nowhere.py"):
+        load_config(str(tmp_path / "nowhere.py") + ":x")

@@ -18,18 +18,17 @@ Launch:
       --config.eval.set_dir runs/quickstart/validation
 """
 
-import importlib.util
+import argparse
 import os
+import runpy
 
 import ml_collections
 
 
 def load_common():
+    """configs/common.py as a namespace (configs are loaded by path, not imported)."""
     path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "common.py")
-    spec = importlib.util.spec_from_file_location("urgent_jax_configs_common", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return argparse.Namespace(**runpy.run_path(path))
 
 
 def get_config(variant: str | None = None):

@@ -15,18 +15,17 @@ Launch:
       --output_dir exp/flowse/enhanced --num_steps 15
 """
 
-import importlib.util
+import argparse
 import os
+import runpy
 
 import ml_collections
 
 
-def _load(name: str):
-    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), name)
-    spec = importlib.util.spec_from_file_location(f"urgent_jax_configs_se_{name[:-3]}", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def _bsrnn():
+    """configs/se/bsrnn.py as a namespace (configs are loaded by path, not imported)."""
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "bsrnn.py")
+    return argparse.Namespace(**runpy.run_path(path))
 
 
 def get_config(variant: str | None = None):
@@ -34,7 +33,7 @@ def get_config(variant: str | None = None):
     if variant not in ("baseline", "dm", "tiny", "smoke"):
         raise ValueError(f"unknown variant {variant!r}: baseline, dm, tiny, smoke")
     # Start from the BSRNN variant of the same name (data, loop, optimiser layout), then differ.
-    c = _load("bsrnn.py").get_config(variant)
+    c = _bsrnn().get_config(variant)
     c.model.name = "flowse"
     if variant in ("baseline", "dm"):
         c.model.kwargs = ml_collections.ConfigDict(dict(num_channels=384, num_layers=6))

@@ -13,25 +13,24 @@ Launch:
       --config.data.sources_dir data/train_sources --config.eval.set_dir data/validation
 """
 
-import importlib.util
+import argparse
 import os
+import runpy
 
 import ml_collections
 
 
-def _load(name: str):
-    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), name)
-    spec = importlib.util.spec_from_file_location(f"urgent_jax_configs_se_{name[:-3]}", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def _bsrnn():
+    """configs/se/bsrnn.py as a namespace (configs are loaded by path, not imported)."""
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "bsrnn.py")
+    return argparse.Namespace(**runpy.run_path(path))
 
 
 def get_config(variant: str | None = None):
     variant = variant or "urgent25"
     if variant not in ("urgent25", "urgent24", "tiny", "smoke"):
         raise ValueError(f"unknown variant {variant!r}: urgent25, urgent24, tiny, smoke")
-    bsrnn = _load("bsrnn.py")
+    bsrnn = _bsrnn()
     c = bsrnn.get_config({"urgent25": "dm", "urgent24": "baseline"}.get(variant, variant))
     c.model.name = "tfgridnet"
     c.loss.eps = 1e-8

@@ -5,16 +5,14 @@ settings with Vorbis as the only OGG encoder and no RIR reuse.
         --out simulation_validation/log/meta.tsv --config configs/simulation/validation.py --seed 0
 """
 
-import importlib.util
 import os
+import runpy
 
 
 def _train_config(arg):
+    """configs/simulation/train.py's config (configs are loaded by path, not imported)."""
     path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "train.py")
-    spec = importlib.util.spec_from_file_location("configs_simulation_train", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_config(arg)
+    return runpy.run_path(path)["get_config"](arg)
 
 
 def get_config(arg=None):

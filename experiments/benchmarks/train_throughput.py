@@ -29,23 +29,18 @@ REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 
 def worker(args) -> dict:
     sys.path.insert(0, REPO)
-    import importlib.util
-
     import jax
     import numpy as np
 
     from urgent_jax import prepare_runtime
     from urgent_jax.enhance.task import EnhancementTask
     from urgent_jax.train import sharding
+    from urgent_jax.train.config_file import load_config
     from urgent_jax.train.loop import make_train_fns
     from urgent_jax.train.optim import make_optimizer
 
     prepare_runtime()
-    path, _, variant = args.config.partition(":")
-    spec = importlib.util.spec_from_file_location("bench_config", os.path.join(REPO, path))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    config = module.get_config(variant or None)
+    config = load_config(args.config)
     n = jax.device_count()
     config.data.update(kind="dynamic_mixing", mixing=args.mixing_one, sources_dir=args.sources,
                        sample_rates=(args.fs,), batch_size=args.batch * n, max_num_samples=args.num_samples,

@@ -21,38 +21,12 @@ import scipy.signal
 import soundfile as sf
 import soxr
 
+from tests.metrics.references import pad_batch, reference_lsd
 from urgent_jax.metrics.lsd import _magnitude, lsd, lsd_settings
 
 REL_TOL = 1e-3  # |ours / reference - 1| per example
 
 lsd_jit = jax.jit(lsd, static_argnames="sample_rate")
-
-
-def reference_lsd(ref: np.ndarray, est: np.ndarray, sample_rate: int) -> float:
-    ref = np.asarray(ref, np.float32)
-    est = np.asarray(est, np.float32)
-    est = est * (np.sum(ref * est) / (np.sum(est**2) + np.float32(1e-8)))
-    n_fft, hop = int(0.032 * sample_rate), int(0.016 * sample_rate)
-
-    def magnitude(x):
-        spec = librosa.stft(
-            x, n_fft=n_fft, hop_length=hop, window="hann", center=True, pad_mode="constant"
-        )
-        return np.abs(spec)  # [bins, frames]
-
-    log_ratio = np.log(magnitude(ref) ** 2 / (magnitude(est) + 1e-8) ** 2 + 1e-8)
-    return float(np.mean(np.sqrt(np.mean(log_ratio**2, axis=0))))
-
-
-def pad_batch(pairs, fill=0.0):
-    """[(ref, est), ...] -> float32 [B, T] arrays (tails set to `fill`) and lengths."""
-    lengths = np.array([len(r) for r, _ in pairs], np.int32)
-    refs = np.full((len(pairs), lengths.max()), fill, np.float32)
-    ests = np.full_like(refs, fill)
-    for i, (r, e) in enumerate(pairs):
-        refs[i, : len(r)] = r
-        ests[i, : len(e)] = e
-    return refs, ests, lengths
 
 
 @pytest.fixture(scope="module")

@@ -7,44 +7,16 @@ import numpy as np
 import pytest
 import soundfile as sf
 import soxr
-from fastdtw import fastdtw
-from scipy.spatial.distance import euclidean
 
+import pysptk  # pysptk 1.0.1 needs pkg_resources: setuptools < 81 (pinned by the Makefile)
+
+from tests.metrics.references import pad_batch, reference_mcd
 from urgent_jax.metrics.mcd import MCEP_PARAMS, dtw, mcd, mel_cepstrum, sptk_hamming
 
-import pysptk  # noqa: E402  (pysptk 1.0.1 needs pkg_resources: setuptools < 81, pinned by the Makefile)
 
 MCD_REL_TOL = 1e-2  # |ours / reference - 1| per example (the issue's tolerance)
 
 mcd_jit = jax.jit(mcd, static_argnames="sample_rate")
-
-
-def reference_mcd(ref: np.ndarray, est: np.ndarray, sample_rate: int) -> float:
-    """§4.1: gain-matched est, pysptk mel-cepstra of unpadded 1024/256 frames, fastdtw path mean."""
-    ref = np.asarray(ref, np.float64)
-    est = np.asarray(est, np.float64)
-    est = est * (np.sum(ref * est) / (np.sum(est**2) + 1e-8))
-    order, alpha = MCEP_PARAMS[sample_rate]
-    window = pysptk.hamming(1024)  # SPTK default normalisation (unit power)
-
-    def cepstra(x):
-        frames = np.lib.stride_tricks.sliding_window_view(x, 1024)[::256] * window
-        return np.stack([pysptk.mcep(f, order=order, alpha=alpha, eps=1e-6, etype=1) for f in frames])
-
-    c_ref, c_est = cepstra(ref), cepstra(est)
-    _, path = fastdtw(c_ref, c_est, dist=euclidean)
-    dist = [np.sqrt(2.0 * np.sum((c_ref[i] - c_est[j]) ** 2)) for i, j in path]
-    return float(10.0 / np.log(10.0) * np.mean(dist))
-
-
-def pad_batch(pairs, fill=0.0):
-    lengths = np.array([len(r) for r, _ in pairs], np.int32)
-    refs = np.full((len(pairs), lengths.max()), fill, np.float32)
-    ests = np.full_like(refs, fill)
-    for i, (r, e) in enumerate(pairs):
-        refs[i, : len(r)] = r
-        ests[i, : len(e)] = e
-    return refs, ests, lengths
 
 
 @pytest.fixture(scope="module")

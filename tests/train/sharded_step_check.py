@@ -11,7 +11,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", ".."))
 
-from configs.se import bsrnn as bsrnn_config  # noqa: E402
+from urgent_jax.train.config_file import load_config  # noqa: E402
 from urgent_jax.enhance.task import EnhancementTask  # noqa: E402
 from urgent_jax.train import sharding  # noqa: E402
 from urgent_jax.train.loop import make_train_fns  # noqa: E402
@@ -19,7 +19,7 @@ from urgent_jax.train.optim import make_optimizer  # noqa: E402
 
 
 def main():
-    config = bsrnn_config.get_config("smoke")
+    config = load_config("configs/se/bsrnn.py:smoke")
     config.data.batch_size = 8
     task = EnhancementTask(config)
     tx, _ = make_optimizer(**{**config.optim.to_dict(), "steps_per_epoch": 100})

@@ -41,6 +41,17 @@ def length_mask(lengths, num_samples: int):
     return jnp.arange(num_samples) < jnp.asarray(lengths)[..., None]
 
 
+def masked_signals(lengths, *signals):
+    """(lengths [B] int32, *signals as float32 [B, T] zeroed beyond lengths); lengths None = full."""
+    signals = [jnp.asarray(x, jnp.float32) for x in signals]
+    num_samples = signals[0].shape[-1]
+    if lengths is None:
+        return (jnp.full(signals[0].shape[:-1], num_samples, jnp.int32), *signals)
+    lengths = jnp.asarray(lengths, jnp.int32)
+    mask = length_mask(lengths, num_samples)
+    return (lengths, *(jnp.where(mask, x, 0.0) for x in signals))
+
+
 def mean_power(x, lengths=None):
     """Mean square over the valid samples of x [..., T] -> [...]."""
     x = jnp.asarray(x, jnp.float32)

@@ -42,7 +42,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from urgent_jax.audio.levels import length_mask
+from urgent_jax.audio.levels import masked_signals
 from urgent_jax.audio.stft import frame, frame_lengths, hann_window
 from urgent_jax.metrics.sdr import map_in_chunks
 
@@ -174,15 +174,8 @@ def lsd(ref, est, lengths=None, sample_rate: int = 16000):
 
     `sample_rate` must be static under jit (it sets the STFT size).
     """
-    ref = jnp.asarray(ref, jnp.float32)
-    est = jnp.asarray(est, jnp.float32)
+    lengths, ref, est = masked_signals(lengths, ref, est)
     num_samples = ref.shape[-1]
-    if lengths is None:
-        lengths = jnp.full(ref.shape[:-1], num_samples, jnp.int32)
-    lengths = jnp.asarray(lengths, jnp.int32)
-    mask = length_mask(lengths, num_samples)
-    ref = jnp.where(mask, ref, 0.0)
-    est = jnp.where(mask, est, 0.0)
     n_fft, hop = lsd_settings(sample_rate)
     # ~2M spectrum samples per chunk (both signals).
     chunk = max(1, (1 << 21) // (2 * n_fft * (1 + num_samples // hop)))

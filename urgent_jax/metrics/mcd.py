@@ -31,7 +31,7 @@ import numpy as np
 from jax import lax
 from jax.scipy.linalg import cho_solve
 
-from urgent_jax.audio.levels import length_mask
+from urgent_jax.audio.levels import masked_signals
 from urgent_jax.audio.stft import frame
 from urgent_jax.metrics.sdr import map_in_chunks
 
@@ -258,17 +258,10 @@ def mcd(ref, est, lengths=None, sample_rate: int = 16000):
     `sample_rate` must be static under jit. Examples shorter than one frame give NaN. A silent ref
     makes the gain 0, which silences est too: MCD 0, as the reference.
     """
-    ref = jnp.asarray(ref, jnp.float32)
-    est = jnp.asarray(est, jnp.float32)
+    lengths, ref, est = masked_signals(lengths, ref, est)
     num_samples = ref.shape[-1]
     if num_samples < FRAME_LENGTH:
         raise ValueError(f"signals need at least {FRAME_LENGTH} samples, got {num_samples}")
-    if lengths is None:
-        lengths = jnp.full(ref.shape[:-1], num_samples, jnp.int32)
-    lengths = jnp.asarray(lengths, jnp.int32)
-    mask = length_mask(lengths, num_samples)
-    ref = jnp.where(mask, ref, 0.0)
-    est = jnp.where(mask, est, 0.0)
     frames = 1 + (num_samples - FRAME_LENGTH) // HOP_LENGTH
     chunk = max(1, (1 << 22) // (2 * FRAME_LENGTH * frames))  # examples per step, ~16 MB of frames
     return map_in_chunks(

@@ -29,7 +29,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from urgent_jax.audio.filters import next_fast_len
-from urgent_jax.audio.levels import length_mask
+from urgent_jax.audio.levels import length_mask, masked_signals
 
 _NORM_EPS = 1e-6  # fast_bss_eval _normalize: x / max(||x||, 1e-6)
 # Diagonal loads of the float32 Toeplitz preconditioner, relative to lag 0 (above its round-off).
@@ -50,14 +50,6 @@ def map_in_chunks(fn, chunk: int, *arrays):
     padded = [jnp.pad(a, [(0, num * chunk - batch)] + [(0, 0)] * (a.ndim - 1)) for a in arrays]
     out = lax.map(lambda xs: fn(*xs), tuple(a.reshape(num, chunk, *a.shape[1:]) for a in padded))
     return out.reshape(num * chunk, *out.shape[2:])[:batch]
-
-
-def _masked(x, lengths):
-    x = jnp.asarray(x, jnp.float32)
-    if lengths is None:
-        return x, jnp.full(x.shape[:-1], x.shape[-1], jnp.int32)
-    lengths = jnp.asarray(lengths, jnp.int32)
-    return jnp.where(length_mask(lengths, x.shape[-1]), x, 0.0), lengths
 
 
 def _ratio_db(num, den, clamp_db: float | None):
@@ -81,8 +73,7 @@ def si_sdr(ref, est, lengths=None, sample_rate=None, zero_mean: bool = True, cla
     `sample_rate` is unused (uniform metric signature).
     """
     del sample_rate
-    ref, lengths = _masked(ref, lengths)
-    est, _ = _masked(est, lengths)
+    lengths, ref, est = masked_signals(lengths, ref, est)
     if zero_mean:
         mask = length_mask(lengths, ref.shape[-1])
         count = jnp.maximum(lengths, 1).astype(jnp.float32)[:, None]
@@ -156,8 +147,7 @@ def sdr(
     `sample_rate` is unused (uniform metric signature).
     """
     del sample_rate
-    ref, lengths = _masked(ref, lengths)
-    est, _ = _masked(est, lengths)
+    lengths, ref, est = masked_signals(lengths, ref, est)
     bins = next_fast_len(ref.shape[-1] + int(filter_length) - 1) // 2 + 1
     chunk = max(1, 393216 // bins)  # examples per step, ~3 MB per spectrum
     fn = functools.partial(
