@@ -15,17 +15,13 @@ Launch:
       --output_dir exp/flowse/enhanced --num_steps 15
 """
 
-import argparse
 import os
-import runpy
 
 import ml_collections
 
+from urgent_jax.train.config_file import load_config
 
-def _bsrnn():
-    """configs/se/bsrnn.py as a namespace (configs are loaded by path, not imported)."""
-    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "bsrnn.py")
-    return argparse.Namespace(**runpy.run_path(path))
+BSRNN = os.path.join(os.path.dirname(os.path.abspath(__file__)), "bsrnn.py")
 
 
 def get_config(variant: str | None = None):
@@ -33,7 +29,7 @@ def get_config(variant: str | None = None):
     if variant not in ("baseline", "dm", "tiny", "smoke"):
         raise ValueError(f"unknown variant {variant!r}: baseline, dm, tiny, smoke")
     # Start from the BSRNN variant of the same name (data, loop, optimiser layout), then differ.
-    c = _bsrnn().get_config(variant)
+    c = load_config(f"{BSRNN}:{variant}")
     c.model.name = "flowse"
     if variant in ("baseline", "dm"):
         c.model.kwargs = ml_collections.ConfigDict(dict(num_channels=384, num_layers=6))

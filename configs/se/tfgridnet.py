@@ -13,25 +13,20 @@ Launch:
       --config.data.sources_dir data/train_sources --config.eval.set_dir data/validation
 """
 
-import argparse
 import os
-import runpy
 
 import ml_collections
 
+from urgent_jax.train.config_file import load_config
 
-def _bsrnn():
-    """configs/se/bsrnn.py as a namespace (configs are loaded by path, not imported)."""
-    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "bsrnn.py")
-    return argparse.Namespace(**runpy.run_path(path))
+BSRNN = os.path.join(os.path.dirname(os.path.abspath(__file__)), "bsrnn.py")
 
 
 def get_config(variant: str | None = None):
     variant = variant or "urgent25"
     if variant not in ("urgent25", "urgent24", "tiny", "smoke"):
         raise ValueError(f"unknown variant {variant!r}: urgent25, urgent24, tiny, smoke")
-    bsrnn = _bsrnn()
-    c = bsrnn.get_config({"urgent25": "dm", "urgent24": "baseline"}.get(variant, variant))
+    c = load_config(f"{BSRNN}:" + {"urgent25": "dm", "urgent24": "baseline"}.get(variant, variant))
     c.model.name = "tfgridnet"
     c.loss.eps = 1e-8
     if variant == "urgent25":
