@@ -21,8 +21,10 @@ own subprocess, so its peak resident memory (getrusage ru_maxrss) is its own.
   weights some steps otherwise ran 10x slower (tiny FlowSE: 0.3 s or 3.1 s per step from run to
   run); --keep_denormals measures stock torch.
 
-Ratios are jax / torch (below 1: ours is faster or smaller). Random weights and audio; loss values
-are printed only to show that both sides ran.
+"CPU s" is the process CPU time (all threads) of a step, median: on a shared machine it moves less
+with other jobs' load than the wall time does. Ratios are jax / torch (below 1: ours is faster or
+smaller): wall time, CPU time, peak RSS. Random weights and audio; loss values are printed only to
+show that both sides ran.
 """
 
 from __future__ import annotations
@@ -90,14 +92,16 @@ def run_jax(model_name, fs, batch, seconds, steps, channels, layers, use_remat) 
     mem = compiled.memory_analysis()  # None where the backend does not report it
     xla_gib = None if mem is None else (mem.temp_size_in_bytes + mem.argument_size_in_bytes) / 2**30
     jax.block_until_ready(compiled(*args))  # warm-up
-    times = []
+    times, cpu_times = [], []
     for _ in range(steps):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         loss, grads = compiled(*args)
         jax.block_until_ready(grads)
         times.append(time.perf_counter() - t0)
+        cpu_times.append(time.process_time() - c0)
     return {
         "step_s": float(np.median(times)),
+        "cpu_s": float(np.median(cpu_times)),
         "compile_s": compile_s,
         "peak_rss_gib": peak_rss_gib(),
         "xla_gib": xla_gib,
@@ -174,13 +178,15 @@ def run_torch(
     t0 = time.perf_counter()
     loss = step()  # warm-up (first-call allocations)
     first_s = time.perf_counter() - t0
-    times = []
+    times, cpu_times = [], []
     for _ in range(steps):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         loss = step()
         times.append(time.perf_counter() - t0)
+        cpu_times.append(time.process_time() - c0)
     return {
         "step_s": float(np.median(times)),
+        "cpu_s": float(np.median(cpu_times)),
         "compile_s": first_s,
         "peak_rss_gib": peak_rss_gib(),
         "xla_gib": None,
@@ -218,14 +224,16 @@ def spawn(impl: str, model: str, fs: int, args, use_remat: bool = False) -> dict
 def format_row(model, fs, impl, res, ref) -> str:
     if "error" in res:
         return f"{model:<7} {fs:>6} {impl:<15} failed: {res['error']}"
-    ratio_t = ratio_m = ""
+    ratio_t = ratio_c = ratio_m = ""
     if impl != "torch" and ref and "error" not in ref:
         ratio_t = f"{res['step_s'] / ref['step_s']:.2f}"
+        ratio_c = f"{res['cpu_s'] / ref['cpu_s']:.2f}"
         ratio_m = f"{res['peak_rss_gib'] / ref['peak_rss_gib']:.2f}"
     xla = "" if res["xla_gib"] is None else f"{res['xla_gib']:.2f}"
     return (
-        f"{model:<7} {fs:>6} {impl:<15} {res['step_s']:>8.2f} {res['compile_s']:>10.1f} "
-        f"{res['peak_rss_gib']:>8.2f} {xla:>8} {ratio_t:>7} {ratio_m:>6} {res['loss']:>12.5g}"
+        f"{model:<7} {fs:>6} {impl:<15} {res['step_s']:>8.2f} {res['cpu_s']:>7.1f} "
+        f"{res['compile_s']:>9.1f} {res['peak_rss_gib']:>8.2f} {xla:>8} {ratio_t:>7} {ratio_c:>6} "
+        f"{ratio_m:>6} {res['loss']:>11.5g}"
     )
 
 
@@ -297,8 +305,8 @@ def main(argv=None) -> int:
         f"load average {', '.join(f'{x:.1f}' for x in os.getloadavg())}"
     )
     print(
-        f"{'model':<7} {'fs':>6} {'impl':<15} {'step s':>8} {'compile s':>10} {'RSS GiB':>8} "
-        f"{'XLA GiB':>8} {'time x':>7} {'RSS x':>6} {'loss':>12}"
+        f"{'model':<7} {'fs':>6} {'impl':<15} {'step s':>8} {'CPU s':>7} {'compile s':>9} "
+        f"{'RSS GiB':>8} {'XLA GiB':>8} {'time x':>7} {'CPU x':>6} {'RSS x':>6} {'loss':>11}"
     )
     for model in args.models.split(","):
         for fs in (int(r) for r in args.fs.split(",")):

@@ -1,7 +1,6 @@
 """report: report.md (overall table with arrows, noisy/delta columns, errors, breakdown link) and
 valid non-empty PNG figures for a run with noisy scores; the noisy outputs themselves."""
 
-import time
 
 import numpy as np
 import pytest
@@ -46,7 +45,6 @@ def scored(tmp_path_factory):
     inf["fileid_6"] = str(tmp / "missing.wav")  # one error in the enhanced set
     write_meta_tsv(tmp / "meta.tsv", rows)
     with fake_metrics():
-        start = time.perf_counter()
         result = score(
             write_scp(tmp / "ref.scp", ref),
             write_scp(tmp / "inf.scp", inf),
@@ -56,12 +54,11 @@ def scored(tmp_path_factory):
             meta_tsv=tmp / "meta.tsv",
             use_progress_bar=False,
         )
-        elapsed_s = time.perf_counter() - start
-    return tmp / "out", result, elapsed_s
+    return tmp / "out", result
 
 
 def test_noisy_outputs(scored):
-    out, result, _ = scored
+    out, result = scored
     for name in (
         "FAKE_MAE.scp",
         "FAKE_MEAN.scp",
@@ -79,7 +76,7 @@ def test_noisy_outputs(scored):
 
 
 def test_report_and_figures(scored):
-    out, result, elapsed_s = scored
+    out, result = scored
     text = (out / "report.md").read_text()
     assert "| output | better | enhanced | noisy | enhanced − noisy | valid |" in text
     assert "| FAKE_MAE | ↓ |" in text and "| FAKE_PEAK | ↑ |" in text
@@ -97,15 +94,12 @@ def test_report_and_figures(scored):
         data = (out / "figures" / name).read_bytes()
         assert len(data) > 1000 and data.startswith(PNG_MAGIC), name
         assert f"figures/{name}" in text
-    assert elapsed_s < 30  # scoring + breakdown + report of 6 short utterances
 
 
 def test_report_regenerates_from_the_directory(scored):
-    out, _, _ = scored
+    out, _ = scored
     (out / "report.md").unlink()
-    start = time.perf_counter()
     assert make_report(out) == out / "report.md"
-    assert time.perf_counter() - start < 10
     assert "FAKE_MAE" in (out / "report.md").read_text()
 
 
