@@ -25,6 +25,12 @@ own subprocess, so its peak resident memory (getrusage ru_maxrss) is its own.
 with other jobs' load than the wall time does. Ratios are jax / torch (below 1: ours is faster or
 smaller): wall time, CPU time, peak RSS. Random weights and audio; loss values are printed only to
 show that both sides ran.
+
+Measured 2026-11-26 on the shared 2-core CPU (jax 0.10.2, torch 2.13 CPU), `--models bsrnn --fs
+16000 --steps 3`, both sides under a load average of 3.6-5.7 from other jobs: torch 166.4 s/step,
+7.89 GiB peak RSS; jax 89.8 s/step (0.54x wall, 0.52x CPU), compile 18.3 s, 5.47 GiB (0.69x), XLA
+temp + arguments 4.23 GiB. Wall times swing 3x with that load (torch 29-166 s/step over four runs),
+so only ratios from one run mean anything. remat=on: no memory gain on XLA:CPU, 1.6x the time.
 """
 
 from __future__ import annotations
