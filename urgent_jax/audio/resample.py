@@ -24,6 +24,19 @@ from jax import lax
 SAMPLE_RATES = (8000, 16000, 22050, 24000, 32000, 44100, 48000)  # the seven URGENT rates, Hz
 
 
+
+def block_conv(blocks, kernel):
+    """Blocks [N, blocks + taps - 1, b_in] x polyphase kernel [taps, b_in, b_out] -> [N, blocks, b_out]
+    (a VALID 1-D convolution over the block axis, full float32 precision)."""
+    return lax.conv_general_dilated(
+        blocks,
+        jnp.asarray(kernel),
+        window_strides=(1,),
+        padding="VALID",
+        dimension_numbers=("NHC", "HIO", "NHC"),
+        precision=lax.Precision.HIGHEST,
+    )
+
 def kaiser_beta(attenuation_db: float) -> float:
     """Kaiser's empirical beta for a given stop-band attenuation (dB)."""
     a = float(attenuation_db)
@@ -148,14 +161,7 @@ def resample(
     total = (num_blocks + num_j - 1) * b_in
     xs = jnp.pad(xs, [(0, 0), (0, max(0, total - xs.shape[1]))])[:, :total]
     blocks = xs.reshape(-1, num_blocks + num_j - 1, b_in)  # [N, blocks, b_in]
-    y = lax.conv_general_dilated(
-        blocks,
-        jnp.asarray(kernel),
-        window_strides=(1,),
-        padding="VALID",
-        dimension_numbers=("NHC", "HIO", "NHC"),
-        precision=lax.Precision.HIGHEST,
-    )  # [N, num_blocks, b_out]
+    y = block_conv(blocks, kernel)  # [N, num_blocks, b_out]
     y = y.reshape(-1, num_blocks * b_out)[:, :n_out]
     return y.reshape(*lead, n_out)
 

@@ -35,6 +35,7 @@ import numpy as np
 from jax import lax
 
 from urgent_jax.audio.levels import length_mask
+from urgent_jax.audio.resample import block_conv
 from urgent_jax.audio.stft import frame, hann_window, overlap_add
 
 STOI_SAMPLE_RATE = 10000  # Hz, the rate every signal is resampled to
@@ -154,14 +155,7 @@ def resample_to_10k(x, orig_sr: int):
     # Block 0 starts at input sample i_min (< 0: zeros before the signal).
     x = jnp.pad(x, [(0, 0), (-i_min, max(0, total + i_min - n))])[:, :total]
     blocks = x.reshape(x.shape[0], -1, b_in)  # [B, blocks, b_in]
-    y = lax.conv_general_dilated(
-        blocks,
-        jnp.asarray(kernel),
-        window_strides=(1,),
-        padding="VALID",
-        dimension_numbers=("NHC", "HIO", "NHC"),
-        precision=lax.Precision.HIGHEST,
-    )  # [B, num_blocks, b_out]
+    y = block_conv(blocks, kernel)  # [B, num_blocks, b_out]
     return y.reshape(y.shape[0], -1)[:, :n_out]
 
 

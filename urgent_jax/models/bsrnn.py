@@ -94,11 +94,7 @@ class BSRNN(nn.Module):
     param_dtype: layers.Dtype = jnp.float32  # parameter storage dtype
 
     def setup(self):
-        if sum(self.band_widths) != self.n_fft // 2 + 1:
-            raise ValueError(
-                f"band layout covers {sum(self.band_widths)} bins; n_fft {self.n_fft} "
-                f"gives {self.n_fft // 2 + 1}"
-            )
+        layers.check_band_layout(self.band_widths, self.n_fft)
         kw = {"dtype": self.dtype, "param_dtype": self.param_dtype}
         norm1d = "cLN" if self.norm_type == "cfLN" else self.norm_type
         self.band_split = layers.BandSplit(self.band_widths, self.num_channels, norm1d, **kw)

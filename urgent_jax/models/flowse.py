@@ -159,11 +159,7 @@ class FlowSE(nn.Module):
     param_dtype: layers.Dtype = jnp.float32
 
     def setup(self):
-        if sum(self.band_widths) != self.n_fft // 2 + 1:
-            raise ValueError(
-                f"band layout covers {sum(self.band_widths)} bins; n_fft {self.n_fft} "
-                f"gives {self.n_fft // 2 + 1}"
-            )
+        layers.check_band_layout(self.band_widths, self.n_fft)
         kw = {"dtype": self.dtype, "param_dtype": self.param_dtype}
         norm1d = "cLN" if self.norm_type == "cfLN" else self.norm_type
         n = self.num_channels
