@@ -31,6 +31,9 @@ EXTRAS = {
         "fastdtw==0.3.4",
         "fast-bss-eval==0.1.4",
         "resampy>=0.4",  # librosa kaiser_* methods, for the mixing benchmark's reference
+        "transformers==5.24.0",  # torch WavLMModel: parity of our Flax WavLM and its weight conversion
+        "safetensors>=0.4",
+        "webrtcvad-wheels==2.0.14.post1",  # WebRTC VAD (binary wheels of `webrtcvad`): our VAD's reference
     ],
     # eSpeak NG library + voice data, for the offline demo corpus.
     "demo": ["espeakng-loader==0.2.4"],

@@ -11,7 +11,7 @@ from urgent_jax.models.flowse import FlowSE
 
 
 def test_build_names_and_overrides():
-    assert set(models.names()) == {"bsrnn", "bsrnn_causal", "flowse", "tfgridnet"}
+    assert set(models.names()) == {"bsrnn", "bsrnn_causal", "flowse", "tfgridnet", "universa_ext"}
     assert models.build("bsrnn") == BSRNN()
     causal = models.build("bsrnn_causal", num_channels=16)
     assert causal.is_causal and causal.norm_type == "cLN" and causal.num_channels == 16

@@ -1,6 +1,9 @@
 """Audio file I/O through soundfile: read to float32 (channels, time), write wav/flac.
 
-Every failure raises AudioFileError naming the file, so callers can report or skip it.
+Every failure raises AudioFileError naming the file, so callers can report or skip it. Reads also
+accept packed paths `packed:<DIR>#<uid>` (one utterance of an ArrayRecord pack, see
+`urgent_jax.audio.packed`): `audio_info`, `read_audio` and `audio_exists` dispatch them there, so
+any manifest may list packed utterances in place of files.
 """
 
 from __future__ import annotations
@@ -10,6 +13,13 @@ import os
 import numpy as np
 import soundfile as sf
 
+from urgent_jax.audio.packed import (
+    PackedAudioError,
+    is_packed,
+    packed_exists,
+    packed_info,
+    read_packed,
+)
 from urgent_jax.audio.resample import resample, resampled_length
 
 
@@ -17,8 +27,20 @@ class AudioFileError(Exception):
     """A file that cannot be read or written as audio; the message names the file and the reason."""
 
 
+def audio_exists(path: str | os.PathLike) -> bool:
+    """Whether `path` is an existing file, or a packed path whose pack directory lists its uid."""
+    path = os.fspath(path)
+    return packed_exists(path) if is_packed(path) else os.path.exists(path)
+
+
 def audio_info(path: str | os.PathLike) -> tuple[int, int, int]:
-    """(sample_rate, num_samples, num_channels) from the file header, without reading samples."""
+    """(sample_rate, num_samples, num_channels) from the file header, without reading samples
+    (for a packed path: from the pack index; packed utterances have one channel)."""
+    if is_packed(path):
+        try:
+            return packed_info(path)
+        except PackedAudioError as e:
+            raise AudioFileError(str(e)) from e
     try:
         info = sf.info(str(path))
     except Exception as e:  # soundfile raises several types; give one with the path
@@ -57,9 +79,26 @@ def read_audio(
 
     first_channel keeps only channel 0 ([1, time]). sample_rate resamples to that rate if the file's rate
     differs (then the returned rate is `sample_rate`). start / num_samples read a segment (in samples at
-    the file's own rate) without decoding the rest.
+    the file's own rate) without decoding the rest. A packed path (`packed:<DIR>#<uid>`) reads the
+    utterance from its pack (one channel).
     """
-    path = str(path)
+    if is_packed(path):
+        try:
+            data, sr = read_packed(path, start=int(start), num_samples=num_samples)
+        except PackedAudioError as e:
+            raise AudioFileError(str(e)) from e
+    else:
+        data, sr = _read_file(str(path), start, num_samples)
+    if first_channel:
+        data = data[:1]
+    if sample_rate is not None and sr != sample_rate:
+        data = resample_host(data, sr, sample_rate)
+        sr = sample_rate
+    return data, int(sr)
+
+
+def _read_file(path: str, start: int, num_samples: int | None) -> tuple[np.ndarray, int]:
+    """soundfile read -> (float32 [channels, time], rate)."""
     if not os.path.exists(path):
         raise AudioFileError(f"{path}: no such file")
     try:
@@ -67,13 +106,7 @@ def read_audio(
         data, sr = sf.read(path, start=int(start), frames=frames, dtype="float32", always_2d=True)
     except Exception as e:
         raise AudioFileError(f"{path}: cannot decode audio ({e})") from e
-    data = np.ascontiguousarray(data.T)  # [channels, time]
-    if first_channel:
-        data = data[:1]
-    if sample_rate is not None and sr != sample_rate:
-        data = resample_host(data, sr, sample_rate)
-        sr = sample_rate
-    return data, int(sr)
+    return np.ascontiguousarray(data.T), int(sr)  # [channels, time]
 
 
 def write_audio(

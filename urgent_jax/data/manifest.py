@@ -2,7 +2,8 @@
 
 Manifests are the contract between layers: nothing else parses these files. Formats:
 
-- source lists `uid fs path` (speech/noise/wind-noise/RIR): `read_source_list`, `write_source_list`,
+- source lists `uid fs path` (speech/noise/wind-noise/RIR; a path may be a packed utterance
+  `packed:<DIR>#<uid>`, see `urgent_jax.audio.packed`): `read_source_list`, `write_source_list`,
   `find_source_list` (accepts the official misspelling `*_scoures.scp`);
 - key-value files `uid value` (text, utt2spk, utt2fs, wav.scp, spk1.scp, inf.scp, lengths, ...):
   `read_kv`, `read_int_kv`, `read_float_kv`, `read_utt2fs`, `write_kv`; id lists: `read_id_list`,
@@ -29,6 +30,8 @@ from pathlib import Path
 
 import numpy as np
 
+from urgent_jax.audio.io import audio_exists
+from urgent_jax.audio.packed import PackedAudioError, is_packed, resolve_packed
 from urgent_jax.audio.resample import SAMPLE_RATES
 
 PathLike = str | os.PathLike
@@ -103,14 +106,23 @@ def _parse_rate(value: str, rates: Sequence[int], path: PathLike, line_no: int) 
 
 
 def _resolve(file_path: str, manifest: PathLike, resolve_relative: bool) -> str:
+    """A packed path (`packed:<DIR>#<uid>`, see `urgent_jax.audio.packed`) resolves its DIR."""
+    base = os.path.dirname(os.fspath(manifest))
+    if resolve_relative and is_packed(file_path):
+        try:
+            return resolve_packed(file_path, base)
+        except PackedAudioError:
+            return file_path  # malformed: check_files reports it
     if resolve_relative and not os.path.isabs(file_path):
-        return os.path.join(os.path.dirname(os.fspath(manifest)), file_path)
+        return os.path.join(base, file_path)
     return file_path
 
 
 def _check_exists(file_path: str, path: PathLike, line_no: int) -> None:
-    if not os.path.exists(file_path):
-        raise _error(path, line_no, f"missing file {file_path!r}")
+    """A file, or a packed utterance whose pack directory lists its uid."""
+    if not audio_exists(file_path):
+        what = "packed utterance (no such pack or uid)" if is_packed(file_path) else "file"
+        raise _error(path, line_no, f"missing {what} {file_path!r}")
 
 
 class _UniqueIds:

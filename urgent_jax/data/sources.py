@@ -7,10 +7,11 @@
   as in dynamic mixing (§2.11: uniform, with replacement, same rate or higher, never lower; §2.2).
 
 Both are picklable (Grain spawns worker processes) and do only host work: soundfile reads of the
-needed segment and `resample_numpy` (no JAX inside workers). Bad files (`REASONS`) are handled by a
-`BadFileCounter`: under policy "skip" they are replaced deterministically and counted with path and
-reason; under "raise" they raise `BadFileError` naming the file. Every loaded item carries its own
-skip counts (`skipped`, int32 [len(REASONS)]) so that counts survive worker processes.
+needed segment and `resample_numpy` (no JAX inside workers); a manifest path may also name a packed
+utterance, `packed:<DIR>#<uid>` (see `urgent_jax.audio.packed`). Bad files (`REASONS`) are handled
+by a `BadFileCounter`: under policy "skip" they are replaced deterministically and counted with
+path and reason; under "raise" they raise `BadFileError` naming the file. Every loaded item carries
+its own skip counts (`skipped`, int32 [len(REASONS)]) so that counts survive worker processes.
 """
 
 from __future__ import annotations
@@ -26,7 +27,8 @@ from typing import Literal
 
 import numpy as np
 
-from urgent_jax.audio.io import AudioFileError, audio_info, read_audio
+from urgent_jax.audio.io import AudioFileError, audio_exists, audio_info, read_audio
+from urgent_jax.audio.packed import PackedAudioError, is_packed, resolve_packed, split_packed
 from urgent_jax.audio.resample import resample_numpy
 from urgent_jax.data.manifest import (
     ManifestError,
@@ -155,12 +157,28 @@ class BadFileCounter:
 # --- checked reads --------------------------------------------------------------------------------
 
 
-def _resolve(path: str, base_dir: Path) -> str:
+def resolve_path(path: str, base_dir: Path) -> str:
     """Absolute paths as written; relative ones from the current directory if they exist there,
-    else from the manifest's directory (official lists are written relative to the recipe root)."""
+    else from the manifest's directory (official lists are written relative to the recipe root).
+    For a packed path `packed:<DIR>#<uid>` the same rule applies to DIR."""
+    if is_packed(path):
+        try:
+            directory, _ = split_packed(path)
+        except PackedAudioError:
+            return path  # malformed: reported as missing when read
+        if os.path.isabs(directory) or os.path.isdir(directory):
+            return path
+        return resolve_packed(path, base_dir)
     if os.path.isabs(path) or os.path.exists(path):
         return path
     return str(base_dir / path)
+
+
+def _check_exists(path: str) -> None:
+    """BadFileError "missing" unless `path` is a file or a packed utterance of an existing pack."""
+    if not audio_exists(path):
+        detail = "no such pack directory or uid" if is_packed(path) else "no such file"
+        raise BadFileError(path, "missing", detail)
 
 
 def read_checked(
@@ -175,8 +193,7 @@ def read_checked(
     """Channel 0 of `path` as float32 [T] at its own rate (start/num_samples in its samples),
     raising BadFileError (missing, unreadable, wrong_rate, empty, too_short, non_finite, silent;
     silence only unless `allow_silent`)."""
-    if not os.path.exists(path):
-        raise BadFileError(path, "missing", "no such file")
+    _check_exists(path)
     try:
         x, sr = read_audio(path, first_channel=True, start=start, num_samples=num_samples)
     except AudioFileError as e:
@@ -197,8 +214,7 @@ def read_checked(
 
 def _header_length(path: str, expected_fs: int) -> int:
     """Samples in `path` from its header; BadFileError if missing, unreadable or at another rate."""
-    if not os.path.exists(path):
-        raise BadFileError(path, "missing", "no such file")
+    _check_exists(path)
     try:
         sr, frames, _ = audio_info(path)
     except AudioFileError as e:
@@ -287,8 +303,8 @@ class PresimulatedSource:
                 reason = f"wav.scp and {name} have different uids, e.g. {diff}"
                 raise ManifestError(f"{set_dir}: {reason}")
         self.uids = list(noisy)
-        self.noisy_paths = [_resolve(noisy[u], set_dir) for u in self.uids]
-        self.target_paths = [_resolve(target[u], set_dir) for u in self.uids]
+        self.noisy_paths = [resolve_path(noisy[u], set_dir) for u in self.uids]
+        self.target_paths = [resolve_path(target[u], set_dir) for u in self.uids]
         self._fs = np.array([utt2fs[u] for u in self.uids], np.int32)
         self._grouped = _GroupedItems(self._fs)
         self._lengths: np.ndarray | None = None
@@ -431,7 +447,7 @@ class DynamicMixingSource:
 
     @staticmethod
     def _resolved(entry: SourceEntry, base_dir: Path) -> SourceEntry:
-        return SourceEntry(entry.uid, entry.fs, _resolve(entry.path, base_dir))
+        return SourceEntry(entry.uid, entry.fs, resolve_path(entry.path, base_dir))
 
     @staticmethod
     def _pool(entries: Sequence[SourceEntry], mask: np.ndarray) -> dict[int, np.ndarray]:

@@ -1,10 +1,12 @@
-"""Enhancement model registry: `build(name, **overrides) -> flax.linen.Module`.
+"""Model registry: `build(name, **overrides) -> flax.linen.Module`.
 
 Names (defaults are the official sizes; any dataclass field can be overridden):
   bsrnn         discriminative BSRNN baseline, N = 196, 6 layers (37,800,844 parameters)
   bsrnn_causal  BSRNN with a unidirectional time LSTM and per-frame norms (cLN): causal end to end
   flowse        BSRNN-FlowSE vector field, N = 384, 6 layers (≈103.2 M incl. 1,152 fixed weights)
   tfgridnet     TF-GridNet (urgent_jax.models.tfgridnet, imported on first use)
+  universa_ext  Track 2 Uni-VERSA-Ext SQA regressor (urgent_jax.models.sqa): WavLM / Distill-MOS /
+                conv front-end, 16 kHz audio -> one value per metric
 
 Test sizes: `build(name, **TINY[name])`. `init_variables(model, key)` initialises any of them with
 small dummy inputs; wrap it in `jax.eval_shape` for shapes only. `load_variables(path)` reads
@@ -25,6 +27,7 @@ _MODELS: dict[str, tuple[str, str, dict[str, Any]]] = {
     "bsrnn_causal": ("urgent_jax.models.bsrnn", "BSRNN", {"is_causal": True, "norm_type": "cLN"}),
     "flowse": ("urgent_jax.models.flowse", "FlowSE", {}),
     "tfgridnet": ("urgent_jax.models.tfgridnet", "TFGridNet", {}),
+    "universa_ext": ("urgent_jax.models.sqa", "UniVersaExt", {}),
 }
 
 # Overrides giving CPU-test sizes for each name.
@@ -33,6 +36,14 @@ TINY: dict[str, dict[str, Any]] = {
     "bsrnn_causal": {"num_channels": 16, "num_layers": 2},
     "flowse": {"num_channels": 16, "num_layers": 2},
     "tfgridnet": {"num_layers": 1, "lstm_hidden": 16, "emb_dim": 8},
+    "universa_ext": {
+        "frontend": "conv",
+        "frontend_kwargs": (("channels", 16),),
+        "d_model": 16,
+        "num_layers": 1,
+        "num_heads": 2,
+        "ffn_dim": 32,
+    },
 }
 
 

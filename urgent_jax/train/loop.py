@@ -60,6 +60,9 @@ class Task(Protocol):
     def evaluate(self, params, constants, step: int) -> dict:
         """Validation metrics (flat scalars), computed on all processes; {} when disabled."""
 
+    # Optional: `load_pretrained(state) -> state` puts pretrained weights (e.g. a frozen SSL front-end)
+    # into a freshly initialised state, keeping each leaf's sharding; not called on resume.
+
 
 # --- the step -------------------------------------------------------------------------------------
 
@@ -223,6 +226,9 @@ def run(config, task: Task, workdir: str) -> dict[str, Any]:
     if restored is None:
         state = fns.init()
         start = 0
+        load_pretrained = getattr(task, "load_pretrained", None)  # optional Task hook
+        if load_pretrained is not None:
+            state = load_pretrained(state)
     else:
         state = restored
     num_params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(fns.abstract_state.params))

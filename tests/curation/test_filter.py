@@ -1,0 +1,83 @@
+"""filter_scores on crafted score tables: which rows the rules keep, the official list format,
+resampling to the estimated-bandwidth rate, and the report tables."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import soundfile as sf
+import soxr
+
+from urgent_jax.curation.filter import corpus_of, filter_scores
+from urgent_jax.curation.score import COLUMNS
+from urgent_jax.data.manifest import read_int_kv, read_source_list
+from urgent_jax.train.config_file import load_config
+
+BASE = dict(dnsmos_sig=3.5, dnsmos_bak=3.5, dnsmos_ovrl=3.2, dnsmos_p808=3.6, distill_mos=3.5,
+            bandwidth_hz=7800.0, target_fs=16000, speech_ratio=0.8, clipping_ratio=1e-5,
+            snr_db=30.0, dc_offset=0.0)
+
+
+def _write_scores(path, rows):
+    lines = ["\t".join(COLUMNS)]
+    for row in rows:
+        full = {**BASE, "fs": 16000, "duration_s": 1.0, "path": "/x.wav", **row}
+        lines.append("\t".join(str(full[c]) for c in COLUMNS))
+    path.write_text("\n".join(lines) + "\n")
+
+
+def test_urgent2025_rules(tmp_path):
+    rows = [
+        dict(uid="book_00001_chp_0001_reader_1_seg_0", dnsmos_bak=3.1),  # librivox, kept
+        dict(uid="book_00002_chp_0001_reader_1_seg_0", dnsmos_bak=2.9),  # librivox BAK < 3
+        dict(uid="1272_128104_000005_000008", dnsmos_bak=2.0),  # libritts: no BAK rule
+        dict(uid="1272_128104_000005_000009", speech_ratio=0.19),  # VAD < 0.2
+        dict(uid="common_voice_en_1", dnsmos_sig=2.9),  # cv_en: SIG < 3
+        dict(uid="common_voice_de_1", dnsmos_sig=2.9),  # other CommonVoice: kept
+        dict(uid="mls_french_1_2_3", speech_ratio=float("nan")),  # NaN never passes
+    ]
+    _write_scores(tmp_path / "scores.tsv", rows)
+    summary = filter_scores(tmp_path / "scores.tsv", "configs/curation/urgent2025.py",
+                            tmp_path / "out", make_figures=False)
+    kept = [e.uid for e in read_source_list(tmp_path / "out" / "speech_sources.scp")]
+    assert kept == sorted([rows[0]["uid"], rows[2]["uid"], rows[5]["uid"]])
+    assert summary["num_removed"] == 4
+    assert summary["removed_by_rule"] == {
+        "dnsmos_bak>=3": 1, "speech_ratio>=0.2": 2, "dnsmos_sig>=3": 1}
+    assert summary["by_corpus"]["librivox"] == {"kept_h": 1 / 3600, "removed_h": 1 / 3600}
+    removed = (tmp_path / "out" / "removed.tsv").read_text().splitlines()
+    assert len(removed) == 5 and removed[0] == "uid\tcorpus\tfailed"
+
+
+def test_corpus_regexes():
+    corpora = load_config("configs/curation/urgent2025.py").corpora
+    assert corpus_of("book_00233_chp_0014_reader_11826_41_seg_0_seg1(2)", corpora) == "librivox"
+    assert corpus_of("common_voice_de_19956308", corpora) == "commonvoice"
+    assert corpus_of("mls_french_7142_2432_000108", corpora) == "mls"
+    assert corpus_of("p226_001_mic2", corpora) == "vctk"
+    assert corpus_of("p101_rainbow_04_whisper", corpora) == "ears"
+    assert corpus_of("1272_128104_000005_000008", corpora) == "libritts"
+    assert corpus_of("something", corpora) == "other"
+
+
+def test_resample_to_bandwidth_rate(tmp_path):
+    fs, n = 48000, 24000
+    x = (0.1 * np.sin(2 * np.pi * 1000 * np.arange(n) / fs)).astype(np.float32)
+    sf.write(tmp_path / "a.wav", x, fs, subtype="FLOAT")
+    rows = [dict(uid="a", fs=fs, duration_s=n / fs, path=str(tmp_path / "a.wav"),
+                 bandwidth_hz=7000.0, target_fs=16000)]
+    _write_scores(tmp_path / "scores.tsv", rows)
+    rules = dict(min_scores={"speech_ratio": 0.2}, corpora={})
+    filter_scores(tmp_path / "scores.tsv", rules, tmp_path / "out", resample=True,
+                  make_figures=False)
+    (entry,) = read_source_list(tmp_path / "out" / "speech_sources.scp")
+    y, rate = sf.read(entry.path, dtype="float32")
+    assert entry.fs == rate == 16000
+    assert read_int_kv(tmp_path / "out" / "source_length.scp") == {"a": len(y)}
+    np.testing.assert_allclose(y, soxr.resample(x, fs, 16000, quality="HQ"), atol=2 / 32768)
+
+
+def test_unknown_rule_key(tmp_path):
+    _write_scores(tmp_path / "scores.tsv", [dict(uid="a")])
+    with pytest.raises(ValueError, match="unknown rule keys"):
+        filter_scores(tmp_path / "scores.tsv", {"min_score": {}}, tmp_path / "out")

@@ -1,0 +1,76 @@
+"""score_corpus bookkeeping with a stand-in scorer: outputs, bad files, resume, sharding."""
+
+from __future__ import annotations
+
+from urgent_jax.curation.score import (
+    COLUMNS,
+    merge_parts,
+    read_scores,
+    read_speech_scp,
+    read_table,
+    score_corpus,
+)
+
+from .conftest import BAD, FakeScorer
+
+
+def _run(scp, out, scorer, **kwargs):
+    return score_corpus(
+        scp, out, batch_size=4, num_workers=2, use_progress_bar=False, scorer=scorer, **kwargs
+    )
+
+
+def test_scores_and_errors(tiny_corpus, tmp_path, fake_scorer):
+    out = tmp_path / "run" / "scores.tsv"
+    summary = _run(tiny_corpus, out, fake_scorer, shard_index=0, shard_count=1)
+    header = out.read_text().splitlines()[0].split("\t")
+    assert tuple(header) == COLUMNS
+    scores = read_scores(out)
+    good = {u for u in read_speech_scp(tiny_corpus) if u.startswith("good")}
+    assert set(scores) == good
+    errors = {r["uid"]: r for r in read_table(out.parent / "errors.tsv")}
+    assert set(errors) == set(BAD)
+    for uid, kind in BAD.items():
+        assert errors[uid]["reason"].startswith(kind), errors[uid]
+        assert errors[uid]["path"] == read_speech_scp(tiny_corpus)[uid][1]
+    assert summary["num_scored"] == len(good) and summary["num_errors"] == len(BAD)
+    for uid, row in scores.items():
+        assert row["duration_s"] * row["fs"] == round(row["duration_s"] * row["fs"])
+    assert {s[0] for s in fake_scorer.shapes} == {8000, 16000}
+
+
+def test_resume_skips_done_ids(tiny_corpus, tmp_path):
+    out = tmp_path / "scores.tsv"
+    first = FakeScorer()
+    _run(tiny_corpus, out, first, shard_index=0, shard_count=1)
+    lines = out.read_text().splitlines()
+    # Interrupted run: only the first 5 scored rows (and a half-written line) reached the disk.
+    out.write_text("\n".join(lines[:6]) + "\n" + lines[6][:10])
+    (tmp_path / "errors.tsv").write_text("uid\tpath\treason\n")
+    second = FakeScorer()
+    summary = _run(tiny_corpus, out, second, shard_index=0, shard_count=1)
+    assert summary["num_skipped"] == 5
+    assert summary["num_scored"] == 7 and summary["num_errors"] == len(BAD)
+    uids = [r["uid"] for r in read_table(out)]
+    assert len(uids) == len(set(uids)) == 12
+    third = FakeScorer()
+    summary = _run(tiny_corpus, out, third, shard_index=0, shard_count=1)
+    assert summary["num_skipped"] == 17 and third.calls == 0
+
+
+def test_shards_cover_every_id_once(tiny_corpus, tmp_path):
+    out = tmp_path / "scores.tsv"
+    s0 = _run(tiny_corpus, out, FakeScorer(), shard_index=0, shard_count=2)
+    assert not s0["merged"] and not out.exists()
+    s1 = _run(tiny_corpus, out, FakeScorer(), shard_index=1, shard_count=2)
+    assert s1["merged"]
+    parts = [read_table(tmp_path / f"scores.{p}.tsv") for p in range(2)]
+    part_uids = [{r["uid"] for r in rows} for rows in parts]
+    assert not part_uids[0] & part_uids[1]
+    merged = [r["uid"] for r in read_table(out)]
+    errors = [r["uid"] for r in read_table(tmp_path / "errors.tsv")]
+    listed = set(read_speech_scp(tiny_corpus))
+    assert sorted(merged + errors) == sorted(listed)
+    assert merged == sorted(merged)
+    assert merge_parts(out, 2)  # idempotent
+    assert [r["uid"] for r in read_table(out)] == merged

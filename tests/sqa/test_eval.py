@@ -1,0 +1,106 @@
+"""Track 2 evaluation command and prediction formats: join rules, statistics vs scipy, JSON layout."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from urgent_jax.data.manifest import read_kv
+from urgent_jax.sqa import eval as sqa_eval
+from urgent_jax.sqa.data import write_jsonl
+from urgent_jax.sqa.results import read_predictions, write_results
+
+
+@pytest.fixture
+def corpus(tmp_path):
+    rng = np.random.default_rng(0)
+    refs, preds = [], []
+    for i in range(60):
+        system = f"sys{i % 6}"
+        mos = float(np.round(1 + 4 * rng.random(), 4))
+        ovrl = float("nan") if i == 5 else float(np.round(1 + 4 * rng.random(), 4))
+        refs.append({"audio_path": f"/x/{i}.wav", "system_id": system, "sample_id": f"utt{i:03d}",
+                     "duration": 1.0, "metrics": {"mos": mos, "dnsmos_ovrl": ovrl}})
+        preds.append({"sample_id": f"utt{i:03d}", "system_id": system,
+                      "metrics": {"mos": mos + float(rng.normal(0, 0.5)),
+                                  "dnsmos_ovrl": 3.0 + float(rng.normal(0, 0.5))}})
+    write_jsonl(tmp_path / "data.jsonl", refs)
+    write_results(tmp_path / "pred", preds)
+    return tmp_path, refs, preds
+
+
+def _expected(p, r, systems):
+    p, r = np.asarray(p), np.asarray(r)
+    keep = ~(np.isnan(p) | np.isnan(r))
+    p, r, systems = p[keep], r[keep], np.asarray(systems)[keep]
+    names = sorted(set(systems))
+    sp = [p[systems == s].mean() for s in names]
+    sr = [r[systems == s].mean() for s in names]
+
+    def four(a, b):
+        return {"MSE": np.mean((np.asarray(a) - b) ** 2), "LCC": stats.pearsonr(a, b).statistic,
+                "SRCC": stats.spearmanr(a, b).statistic, "KTAU": stats.kendalltau(a, b).statistic}
+
+    return {"utterance": four(p, r), "system": four(sp, sr)}
+
+
+def test_results_files_round_trip(corpus):
+    root, _, preds = corpus
+    assert sorted(p.name for p in (root / "pred").iterdir()) == [
+        "dnsmos_ovrl.scp", "mos.scp", "results.jsonl"]
+    back = read_predictions(root / "pred" / "results.jsonl")
+    assert [r["sample_id"] for r in back] == sorted(p["sample_id"] for p in preds)
+    for got, want in zip(back, sorted(preds, key=lambda p: p["sample_id"])):
+        assert got["system_id"] == want["system_id"]
+        assert got["metrics"]["mos"] == pytest.approx(want["metrics"]["mos"], abs=5e-5)
+    scp = read_kv(root / "pred" / "mos.scp")
+    assert len(scp) == 60 and all(len(v.split(".")[1]) == 4 for v in scp.values())
+
+
+def test_cli_matches_scipy_and_writes_documented_json(corpus, capsys):
+    root, refs, preds = corpus
+    out = root / "result.json"
+    rc = sqa_eval.main(["--pred", str(root / "pred" / "results.jsonl"), "--ref", str(root / "data.jsonl"),
+                        "--pred-metric", "mos", "--output", str(out)])
+    assert rc == 0
+    result = json.loads(out.read_text())
+    assert set(result) == {"utterance", "system"}
+    p = [round(x["metrics"]["mos"], 4) for x in preds]
+    want = _expected(p, [x["metrics"]["mos"] for x in refs], [x["system_id"] for x in refs])
+    for level in ("utterance", "system"):
+        assert set(result[level]) == {"MSE", "LCC", "SRCC", "KTAU"}
+        for k, v in want[level].items():
+            assert result[level][k] == pytest.approx(v, abs=1e-9), (level, k)
+    assert "SRCC" in capsys.readouterr().out
+
+
+def test_several_metrics_nan_reference_and_cross_metric(corpus):
+    root, refs, preds = corpus
+    records = read_predictions(root / "pred" / "results.jsonl")
+    res = sqa_eval.evaluate(records, refs)
+    assert set(res) == {"mos", "dnsmos_ovrl"}
+    assert res["dnsmos_ovrl"]["utterance"]["num_dropped"] == 1  # utt005 has a NaN reference
+    cross = sqa_eval.evaluate(records, refs, sqa_eval.parse_metric_pairs(["dnsmos_ovrl:mos"]))
+    want = _expected([round(x["metrics"]["dnsmos_ovrl"], 4) for x in preds],
+                     [x["metrics"]["mos"] for x in refs], [x["system_id"] for x in refs])
+    assert cross["dnsmos_ovrl"]["utterance"]["SRCC"] == pytest.approx(want["utterance"]["SRCC"])
+    assert set(sqa_eval.to_json(res)) == {"mos", "dnsmos_ovrl"}
+
+
+def test_scp_predictions_join_on_sample_id(corpus):
+    root, refs, _ = corpus
+    res = sqa_eval.evaluate(read_predictions(root / "pred" / "mos.scp"), refs)
+    assert res["mos"]["utterance"]["num_pairs"] == 60 and res["mos"]["system"]["num_pairs"] == 6
+
+
+def test_missing_reference_is_an_error(corpus, capsys):
+    root, refs, _ = corpus
+    (root / "extra.scp").write_text("utt999 3.0\n")
+    with pytest.raises(KeyError, match="utt999"):
+        sqa_eval.evaluate(read_predictions(root / "extra.scp"), refs, [("extra", "mos")])
+    rc = sqa_eval.main(["--pred", str(root / "extra.scp"), "--ref", str(root / "data.jsonl"),
+                        "--pred-metric", "extra:mos"])
+    assert rc == 2 and "utt999" in capsys.readouterr().err

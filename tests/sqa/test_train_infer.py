@@ -1,0 +1,135 @@
+"""Smoke run of the SQA task through the shared trainer: train -> infer -> eval, frozen front-ends."""
+
+from __future__ import annotations
+
+import json
+
+import jax
+import numpy as np
+import pytest
+import soundfile as sf
+
+from urgent_jax.sqa import eval as sqa_eval
+from urgent_jax.sqa import infer as sqa_infer
+from urgent_jax.sqa.data import read_jsonl, write_jsonl
+from urgent_jax.sqa.task import FROZEN, SqaTask, merge_variables
+from urgent_jax.sqa.train import train
+from urgent_jax.train.config_file import load_config
+from urgent_jax.train.loop import make_train_fns, train_step
+from urgent_jax.train.optim import make_optimizer
+from urgent_jax.train import sharding
+
+CONFIG = "configs/sqa/universa_ext.py:smoke"
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    """14 noisy tones at 16 and 8 kHz, labelled by their SNR (some labels missing)."""
+    root = tmp_path_factory.mktemp("sqa_corpus")
+    rng = np.random.default_rng(0)
+    records = []
+    for i in range(14):
+        fs = 8000 if i % 5 == 0 else 16000
+        n = int(fs * (0.6 + 0.1 * (i % 7)))
+        t = np.arange(n) / fs
+        snr_db = -5.0 + 2.0 * i
+        clean = 0.3 * np.sin(2 * np.pi * 220 * t)
+        noise = rng.normal(0, 1, n) * 0.3 / np.sqrt(2) / 10 ** (snr_db / 20)
+        path = root / f"utt{i:02d}.wav"
+        sf.write(path, (clean + noise).astype(np.float32), fs)
+        ovrl = 1.0 + 4.0 * i / 13
+        records.append({"audio_path": str(path), "system_id": f"sys{i % 3}", "sample_id": f"utt{i:02d}",
+                        "duration": n / fs, "metrics": {
+                            "dnsmos_ovrl": ovrl, "dnsmos_sig": float("nan") if i % 4 == 0 else ovrl,
+                            "sdr": snr_db, "si_sdr": snr_db}})
+    write_jsonl(root / "data.jsonl", records)
+    return root
+
+
+@pytest.fixture(scope="module")
+def trained(corpus, tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("sqa_run")
+    config = load_config(CONFIG)
+    config.data.train_jsonl = (str(corpus / "data.jsonl"),)
+    config.eval.jsonl = (str(corpus / "data.jsonl"),)
+    summary = train(config, str(workdir))
+    return workdir, summary
+
+
+def test_train_runs_and_validates(trained):
+    _, summary = trained
+    assert summary["step"] == 3 and summary["skipped_updates"] == 0
+    ev = summary["last_eval"]
+    assert np.isfinite(ev["val_loss"])
+    for name in ("dnsmos_ovrl", "sdr"):
+        assert -1.0 <= ev[f"val_{name}_utt_srcc"] <= 1.0 and ev[f"val_{name}_utt_mse"] >= 0
+    # dnsmos_sig has NaN labels: the official CV rule gives NaN statistics for it.
+    assert np.isnan(ev["val_dnsmos_sig_utt_lcc"])
+
+
+def test_infer_outputs_match_direct_apply_and_eval(trained, corpus, tmp_path):
+    workdir, _ = trained
+    out = tmp_path / "pred"
+    summary = sqa_infer.infer(str(workdir), str(out), data_jsonl=str(corpus / "data.jsonl"))
+    assert summary["num_predicted"] == 14 and summary["num_errors"] == 0
+    names = ["dnsmos_ovrl", "dnsmos_sig", "dnsmos_bak", "dnsmos_p808", "sdr", "si_sdr"]
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        ["results.jsonl", "errors.tsv", "mos.scp"] + [f"{n}.scp" for n in names])
+    # The submission file carries the first metric when the model predicts no MOS.
+    assert (out / "mos.scp").read_text() == (out / "dnsmos_ovrl.scp").read_text()
+
+    # One utterance alone, unpadded, at 16 kHz: the batched (padded, masked) prediction must match.
+    task, variables = sqa_infer.load_task_and_variables(str(workdir))
+    lines = [json.loads(x) for x in (out / "results.jsonl").read_text().splitlines()]
+    rec = next(r for r in read_jsonl(corpus / "data.jsonl") if r["sample_id"] == "utt03")
+    audio, fs = sf.read(rec["audio_path"], dtype="float32")
+    assert fs == 16000
+    direct = task.predict(variables, audio[None], np.array([audio.size], np.int32))[0]
+    batched = next(x for x in lines if x["sample_id"] == "utt03")["metrics"]
+    for j, name in enumerate(task.metric_names):
+        assert batched[name] == pytest.approx(float(direct[j]), abs=2e-4), name
+
+    result = tmp_path / "result.json"
+    rc = sqa_eval.main(["--pred", str(out / "results.jsonl"), "--ref", str(corpus / "data.jsonl"),
+                        "--output", str(result)])
+    assert rc == 0
+    stats = json.loads(result.read_text())
+    assert set(stats) == {"dnsmos_ovrl", "dnsmos_sig", "sdr", "si_sdr"}
+    assert set(stats["sdr"]) == {"utterance", "system"}
+
+
+def test_infer_from_wav_scp_reports_unreadable(trained, corpus, tmp_path):
+    workdir, _ = trained
+    (tmp_path / "broken.wav").write_bytes(b"not audio")
+    (tmp_path / "wav.scp").write_text(f"a {corpus / 'utt01.wav'}\nb {tmp_path / 'broken.wav'}\n")
+    summary = sqa_infer.infer(str(workdir), str(tmp_path / "out"), wav_scp=str(tmp_path / "wav.scp"))
+    assert summary["num_predicted"] == 1 and summary["num_errors"] == 1
+    errors = (tmp_path / "out" / "errors.tsv").read_text().splitlines()
+    assert errors[1].startswith("b\t") and "broken.wav" in errors[1]
+
+
+def test_frozen_frontend_gets_no_update(corpus):
+    config = load_config(CONFIG)
+    config.model.freeze_frontend = True
+    config.data.train_jsonl = (str(corpus / "data.jsonl"),)
+    task = SqaTask(config)
+    loader = task.train_data(0, 0, 1)
+    try:
+        batch, rate, _ = task.split_batch(next(loader))
+    finally:
+        loader.close()
+    tx, _ = make_optimizer(lr=1e-2, schedule="linear", warmup_steps=0,
+                           total_steps=100, clip_norm=1.0, weight_decay=0.01)
+    fns = make_train_fns(task, tx, sharding.make_mesh(1), 0, *task.example_batch())
+    state = fns.init()
+    assert "frontend" not in state.params and "frontend" in state.constants[FROZEN]
+    new_state, metrics = train_step(state, jax.tree.map(np.asarray, batch), task=task, tx=tx,
+                                    sample_rate=rate)
+    assert np.isfinite(float(metrics["loss"]))
+    for a, b in zip(jax.tree.leaves(state.constants), jax.tree.leaves(new_state.constants)):
+        np.testing.assert_array_equal(a, b)
+    moved = [not np.array_equal(a, b) for a, b in
+             zip(jax.tree.leaves(state.params), jax.tree.leaves(new_state.params))]
+    assert all(moved)
+    variables = merge_variables(new_state.params, new_state.constants)
+    assert set(variables["params"]) == set(state.params) | {"frontend"}

@@ -1,0 +1,237 @@
+"""Pack scp-listed audio into ArrayRecord shards, and a Grain random-access source over them.
+
+    python -m urgent_jax.data.pack --scp speech_sources.scp --out DIR --shards 8 \
+        [--codec flac|pcm16|float32] [--labels utt2lang ...]
+
+The scp holds `uid fs path` (Track 1 source lists, §1.1) or `uid path` lines. Utterances are
+sorted by uid and dealt round-robin to `DIR/shard-<k>-of-<N>.array_record`, so the shards depend
+only on the set of uids, not on the list's order. One record = one utterance (channel 0); the
+record layout and its decoding live in `urgent_jax.audio.packed` (codecs: `flac` / `pcm16`, 16-bit,
+lossless for 16-bit sources such as the demo corpus and most speech corpora; `float32`, lossless
+for anything). Labels ({name: value} from `--labels` kv files, e.g. utt2lang) ride in the header.
+
+Besides the shards the packer writes
+    DIR/index.tsv      uid, shard, position, fs, num_samples (the order of `PackedSource`)
+    DIR/packed.json    the summary (num_records, num_shards, codec, shard file names, ...)
+    DIR/packed.scp     `uid packed:<abs DIR>#<uid>` for every utterance, in the scp's order
+    DIR/<list>         for a Track 1 source list (every line `uid fs path`): the same list with
+                       packed paths, named like the input when that is an official source-list
+                       name (speech_sources.scp, noise_scoures.scp, ...), else speech_sources.scp.
+
+A packed path `packed:<DIR>#<uid>` names one packed utterance (DIR absolute as written here; a
+relative DIR resolves like a relative file path; uids may not contain `#`). Manifests may list
+packed paths wherever they list audio files: `audio.io.audio_info` / `read_audio` / `audio_exists`
+dispatch them to `urgent_jax.audio.packed`, so the dynamic-mixing and pre-simulated sources,
+pre-simulation and manifest validation read packed audio unchanged. To train from a pack, swap the
+source directory's speech_sources.scp (or noise list) for the one in DIR (source_length.scp,
+utt2spk, ... are keyed by uid and stay valid). Packed utterances have one channel (channel 0).
+
+`PackedSource(DIR)` implements grain.sources.RandomAccessDataSource: `len`, `source[i]` ->
+{uid, fs, num_samples, audio float32 [T], labels}, plus `read(uid)`; it is picklable (each worker
+opens its own readers) and can stand in for per-file reads in Grain pipelines.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from urgent_jax.audio.io import read_audio
+from urgent_jax.audio.packed import (
+    CODECS,
+    INDEX_FILE,
+    META_FILE,
+    decode_record,
+    encode_record,
+    is_packed,
+    load_index,
+    packed_path,
+)
+from urgent_jax.data.manifest import (
+    SOURCE_LIST_NAMES,
+    SourceEntry,
+    read_kv,
+    write_kv,
+    write_source_list,
+)
+
+__all__ = ["CODECS", "PackedSource", "decode_record", "encode_record", "pack", "read_scp"]
+
+PACKED_SCP = "packed.scp"
+
+
+def shard_name(k: int, num_shards: int) -> str:
+    return f"shard-{k:05d}-of-{num_shards:05d}.array_record"
+
+
+def read_scp(path: str | os.PathLike) -> dict[str, tuple[int | None, str]]:
+    """uid -> (fs or None, path) from `uid fs path` or `uid path` lines."""
+    out = {}
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            fields = line.split()
+            if len(fields) == 3:
+                out[fields[0]] = (int(fields[1]), fields[2])
+            elif len(fields) == 2:
+                out[fields[0]] = (None, fields[1])
+            elif fields:
+                raise ValueError(f"{path}: expected 'uid [fs] path', got {line!r}")
+    return out
+
+
+def _source_list_name(scp: str | os.PathLike) -> str:
+    """The name of the packed copy of a Track 1 source list (see the module docstring)."""
+    name = os.path.basename(os.fspath(scp))
+    official = {n for names in SOURCE_LIST_NAMES.values() for n in names}
+    return name if name in official else "speech_sources.scp"
+
+
+def pack(
+    scp: str | os.PathLike,
+    out: str | os.PathLike,
+    num_shards: int,
+    *,
+    codec: str = "flac",
+    labels: Mapping[str, str | os.PathLike] | None = None,
+) -> dict:
+    """Pack every utterance of `scp` into `num_shards` ArrayRecord shards under `out`, plus
+    index.tsv, packed.json, packed.scp and (for a `uid fs path` list) the packed source list.
+
+    Relative paths in the scp are read from the current directory if they exist there, else from
+    the scp's directory (as the loaders do). labels: label name -> kv file (uid value). Returns a
+    summary dict: out, num_records, num_shards, codec, shards, audio_s, bytes, elapsed_s
+    (packed.json holds it too). Unreadable files raise (the scp is a curated list).
+    """
+    from array_record.python.array_record_module import ArrayRecordWriter
+
+    start = time.perf_counter()
+    if codec not in CODECS:
+        raise ValueError(f"codec must be one of {CODECS}, got {codec!r}")
+    entries = read_scp(scp)
+    label_maps = {name: read_kv(path) for name, path in (labels or {}).items()}
+    out = Path(out).absolute()
+    links = {uid: packed_path(out, uid) for uid in entries}  # rejects uids packed paths cannot hold
+    out.mkdir(parents=True, exist_ok=True)
+    base = os.path.dirname(os.path.abspath(os.fspath(scp)))
+    uids = sorted(entries)
+    shards = [shard_name(k, num_shards) for k in range(num_shards)]
+    writers = [ArrayRecordWriter(str(out / name), "group_size:1") for name in shards]
+    index_rows, audio_s, total_bytes = [], 0.0, 0
+    try:
+        for i, uid in enumerate(uids):
+            fs, path = entries[uid]
+            if not (is_packed(path) or os.path.isabs(path) or os.path.exists(path)):
+                path = os.path.join(base, path)
+            audio, rate = read_audio(path, first_channel=True)
+            if fs is not None and rate != fs:
+                raise ValueError(f"{path}: rate {rate} Hz, list says {fs} Hz")
+            item_labels = {name: m[uid] for name, m in label_maps.items() if uid in m}
+            record = encode_record(uid, audio[0], rate, codec, item_labels)
+            shard = i % num_shards
+            writers[shard].write(record)
+            index_rows.append((uid, shard, i // num_shards, rate, audio.shape[1]))
+            audio_s += audio.shape[1] / rate
+            total_bytes += len(record)
+    finally:
+        for w in writers:
+            w.close()
+    summary = {
+        "out": str(out),
+        "num_records": len(uids),
+        "num_shards": num_shards,
+        "codec": codec,
+        "shards": shards,
+        "audio_s": audio_s,
+        "bytes": total_bytes,
+        "elapsed_s": time.perf_counter() - start,
+    }
+    _write_text(out / META_FILE, json.dumps(summary, indent=1) + "\n")
+    # index.tsv last: it marks a complete pack (and its change reloads cached indexes).
+    rows = ["uid\tshard\tposition\tfs\tnum_samples"] + ["\t".join(map(str, r)) for r in index_rows]
+    _write_text(out / INDEX_FILE, "".join(row + "\n" for row in rows))
+    write_kv(out / PACKED_SCP, links)
+    if entries and all(fs is not None for fs, _ in entries.values()):
+        packed_list = [SourceEntry(uid, fs, links[uid]) for uid, (fs, _) in entries.items()]
+        write_source_list(out / _source_list_name(scp), packed_list)
+    return summary
+
+
+def _write_text(path: Path, text: str) -> None:
+    """Write through a temporary file and rename, so readers never see a partial file."""
+    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+class PackedSource:
+    """Grain random-access source over packed shards (index.tsv order: sorted uids).
+
+    Reads go through the per-process index of `urgent_jax.audio.packed`; pickling keeps only the
+    directory, so each worker process opens its own readers."""
+
+    def __init__(self, directory: str | os.PathLike):
+        self.directory = Path(directory)
+        load_index(self.directory)  # fail early on a directory without an index
+
+    @property
+    def _index(self):
+        return load_index(self.directory)  # cached per process; reloaded if re-packed
+
+    @property
+    def uids(self) -> list[str]:
+        return self._index.uids
+
+    def __len__(self) -> int:
+        return len(self._index)
+
+    def __getitem__(self, index: int) -> dict:
+        return decode_record(self._index.record(int(index)))
+
+    def read(self, uid: str) -> dict:
+        return self[self._index.row_of[uid]]
+
+    def read_many(self, indices: Sequence[int]) -> list[dict]:
+        return [self[i] for i in indices]
+
+    def __repr__(self) -> str:
+        return f"PackedSource({str(self.directory)!r}, {len(self)} records)"
+
+
+# --- command line ---------------------------------------------------------------------------------
+
+
+def _define_flags() -> None:
+    from absl import flags
+
+    flags.DEFINE_string("scp", None, "uid [fs] path list to pack.")
+    flags.DEFINE_string("out", None, "Output directory for the shards and index.tsv.")
+    flags.DEFINE_integer("shards", 1, "Number of ArrayRecord shards.")
+    flags.DEFINE_enum("codec", "flac", list(CODECS), "Audio encoding inside records.")
+    flags.DEFINE_multi_string("labels", [], "name=kv_file (uid value), repeatable.")
+
+
+def main(argv) -> None:
+    from absl import app, flags
+
+    f = flags.FLAGS
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments {argv[1:]}")
+    if not f.scp or not f.out:
+        raise app.UsageError("--scp and --out are required")
+    labels = dict(item.split("=", 1) for item in f.labels)
+    s = pack(f.scp, f.out, f.shards, codec=f.codec, labels=labels)
+    print(
+        f"packed {s['num_records']} utterances ({s['audio_s'] / 3600:.3f} h, "
+        f"{s['bytes'] / 1e6:.1f} MB) into {s['num_shards']} shards in {s['elapsed_s']:.1f} s "
+        f"-> {s['out']}"
+    )
+
+
+if __name__ == "__main__":
+    from absl import app
+
+    _define_flags()
+    app.run(main)
