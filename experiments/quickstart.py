@@ -93,7 +93,7 @@ def sqa_stage(corpus_dir: str, out_dir: str, train_s: float, seed: int) -> dict:
     """Stage 6: build a labelled SQA set, train the tiny SQA model, evaluate it on held-out items."""
     set_dir = os.path.join(out_dir, "set")
     built = build_dataset(
-        os.path.join(corpus_dir, "train_sources"), set_dir, seed=seed, repeat_per_utt=2,
+        os.path.join(corpus_dir, "train_sources"), set_dir, seed=seed, repeat_per_utt=1,
         metrics=("dnsmos", "sdr", "si_sdr"), sample_rate=16000, include_clean=True,
         heldout_fraction=0.25,
     )  # fmt: skip
@@ -113,7 +113,8 @@ def sqa_stage(corpus_dir: str, out_dir: str, train_s: float, seed: int) -> dict:
     print(f"trained {trained['step']} steps ({trained['audio_s']:.0f} s of audio, {trained['compiles']} "
           f"compiles)", flush=True)
     heldout = os.path.join(set_dir, "heldout", "data.jsonl")
-    predicted = sqa_infer.infer(workdir, os.path.join(out_dir, "heldout_pred"), data_jsonl=heldout)
+    predicted = sqa_infer.infer(workdir, os.path.join(out_dir, "heldout_pred"), data_jsonl=heldout,
+                                max_batch_size=16)
     stats = sqa_eval.evaluate(read_predictions(os.path.join(out_dir, "heldout_pred", "results.jsonl")),
                               read_jsonl(heldout))
     print("held-out correlations (prediction vs the metric-suite label):")
