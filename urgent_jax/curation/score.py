@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import concurrent.futures
 import dataclasses
-import functools
 import json
 import logging
 import math
@@ -275,10 +274,8 @@ class Scorer:
 
         self._dnsmos = dnsmos
         self._dnsmos_params = dnsmos.load_dnsmos_params()
-        params = distillmos.load_params()
-        self._distill = jax.jit(
-            functools.partial(distillmos.distill_mos, params=params), static_argnames="sample_rate"
-        )
+        self._distill_params = distillmos.load_params()  # an argument: no constant folding
+        self._distill = jax.jit(distillmos.distill_mos, static_argnames="sample_rate")
         self.shapes: set[tuple] = set()
 
     def __call__(self, audio: np.ndarray, lengths: np.ndarray, sample_rate: int) -> dict:
@@ -289,7 +286,9 @@ class Scorer:
             audio, lengths, sample_rate, params=self._dnsmos_params, max_segs=segs
         )
         out = {f"dnsmos_{k}": mos[k] for k in ("sig", "bak", "ovrl", "p808")}
-        out["distill_mos"] = self._distill(audio, lengths, sample_rate=sample_rate)
+        out["distill_mos"] = self._distill(
+            audio, lengths, sample_rate=sample_rate, params=self._distill_params
+        )
         out["bandwidth_hz"] = estimate_bandwidth(audio, lengths, sample_rate)
         out.update(quality_features(audio, lengths, sample_rate))
         out = {k: np.asarray(v, np.float64) for k, v in out.items()}

@@ -68,15 +68,16 @@ class MetricSpec:
         return _build_plugin(self, options)
 
 
-def _jitted(fn: Callable, intrusive: bool) -> MetricFn:
-    """Wrap a jax metric (ref, est, lengths, sample_rate) -> array or dict into a MetricFn."""
+def _jitted(fn: Callable, intrusive: bool, **arrays) -> MetricFn:
+    """Wrap a jax metric (ref, est, lengths, sample_rate) -> array or dict into a MetricFn;
+    `arrays` (e.g. params=...) are passed as traced keyword arguments."""
     import jax
 
     compiled = jax.jit(fn, static_argnames="sample_rate")
 
     def run(ref, est, lengths, sample_rate: int):
         args = (ref, est) if intrusive else (est,)
-        out = jax.device_get(compiled(*args, lengths, sample_rate=sample_rate))
+        out = jax.device_get(compiled(*args, lengths, sample_rate=sample_rate, **arrays))
         n = len(lengths)
         return out, [""] * n
 
@@ -123,8 +124,27 @@ def _build_distill_mos(options: MetricOptions) -> MetricFn:
     from urgent_jax.metrics import distillmos
 
     params = distillmos.load_params(options.weights.get("distill_mos"))
-    fn = functools.partial(distillmos.distill_mos, params=params)
-    return _jitted(_named(("DISTILL_MOS",), fn), intrusive=False)
+    # params go in as an argument: closed over, XLA would constant-fold the CNN over its weights
+    return _jitted(_named(("DISTILL_MOS",), distillmos.distill_mos), intrusive=False, params=params)
+
+
+def _build_dnsmos(options: MetricOptions) -> MetricFn:
+    """DNSMOS is called un-jitted with host lengths: `dnsmos.dnsmos` then compiles its own kernel
+    with the segment count and the repeated-clip shortcuts these lengths allow, weights as
+    arguments (a jit around it would see traced lengths and constant weights)."""
+    import jax
+
+    from urgent_jax.metrics import dnsmos
+
+    params = dnsmos.load_dnsmos_params()
+    outputs = ("DNSMOS_SIG", "DNSMOS_BAK", "DNSMOS_OVRL", "DNSMOS_P808")
+
+    def run(ref, est, lengths, sample_rate: int):
+        del ref
+        out = jax.device_get(dnsmos.dnsmos(est, lengths, sample_rate, params=params))
+        return {name: out[name.split("_", 1)[1].lower()] for name in outputs}, [""] * len(lengths)
+
+    return run
 
 
 def _build_plugin(spec: MetricSpec, options: MetricOptions) -> MetricFn:
@@ -207,8 +227,7 @@ register(MetricSpec("mcd", ("MCD",), True, False, 0.1,
                     "mel-cepstral distortion (SPTK mel-cepstra, DTW-aligned)", _builtin("mcd", "mcd", ("MCD",), True)))
 register(MetricSpec("dnsmos", ("DNSMOS_SIG", "DNSMOS_BAK", "DNSMOS_OVRL", "DNSMOS_P808"), False, True, 0.1,
                     "DNSMOS P.835 + P.808 (ONNX weights from the speechmos wheel)",
-                    _builtin("dnsmos", "dnsmos", ("DNSMOS_SIG", "DNSMOS_BAK", "DNSMOS_OVRL", "DNSMOS_P808"),
-                             False)))
+                    _build_dnsmos))
 register(MetricSpec("distill_mos", ("DISTILL_MOS",), False, True, 0.1,
                     "Distill-MOS (weights from the distillmos wheel)", _build_distill_mos))
 
