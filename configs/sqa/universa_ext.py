@@ -27,7 +27,9 @@ Launch:
   python -m urgent_jax.sqa.infer --workdir exp/sqa5 --data data/chime_udase/eval/data.jsonl --out exp/sqa5/eval
   python -m urgent_jax.sqa.eval --pred exp/sqa5/eval/results.jsonl --ref data/chime_udase/eval/data.jsonl
 
-Expected figures: tiny in `make quickstart` — see README (held-out SRCC against DNSMOS OVRL labels).
+Expected figures: tiny in `make quickstart` (150 steps, 61 s on 2 CPU cores, 104 training clips: 52 degraded
+demo utterances + their clean references): held-out utterance SRCC 0.72 against the DNSMOS OVRL labels
+(36 clips, half of them clean references; 0.29 on the 18 degraded clips alone), commit 874d4e9.
 """
 
 import argparse
