@@ -137,12 +137,11 @@ def _build_dnsmos(options: MetricOptions) -> MetricFn:
     from urgent_jax.metrics import dnsmos
 
     params = dnsmos.load_dnsmos_params()
-    outputs = ("DNSMOS_SIG", "DNSMOS_BAK", "DNSMOS_OVRL", "DNSMOS_P808")
+    named = _named(("DNSMOS_SIG", "DNSMOS_BAK", "DNSMOS_OVRL", "DNSMOS_P808"), dnsmos.dnsmos)
 
     def run(ref, est, lengths, sample_rate: int):
         del ref
-        out = jax.device_get(dnsmos.dnsmos(est, lengths, sample_rate, params=params))
-        return {name: out[name.split("_", 1)[1].lower()] for name in outputs}, [""] * len(lengths)
+        return jax.device_get(named(est, lengths, sample_rate, params=params)), [""] * len(lengths)
 
     return run
 
