@@ -156,7 +156,7 @@ def flow_matching_loss(
     """The reference training loss (REFERENCE.md §3.3) with an ESPnet STFTEncoder (compressing)."""
     x0 = encoder(clean, lengths, fs=fs)[0].permute(0, 2, 1).unsqueeze(1)  # [B, 1, F, T]
     y = encoder(noisy, lengths, fs=fs)[0].permute(0, 2, 1).unsqueeze(1)
-    t = (1 - torch.rand(x0.shape[0])) * (1.0 - t_eps) + t_eps
+    t = (1 - torch.rand(x0.shape[0], device=x0.device)) * (1.0 - t_eps) + t_eps
     tb = t[:, None, None, None]
     z = torch.randn_like(x0)
     x_t = (1 - tb) * x0 + tb * y + ((1 - tb) * sigma_min + tb * sigma_max) * z

@@ -4,6 +4,7 @@
     python experiments/benchmarks/train_step.py --models bsrnn --fs 16000 --steps 3
     python experiments/benchmarks/train_step.py --quick                  # tiny configs, 1 s, 16 kHz
     python experiments/benchmarks/train_step.py --models bsrnn --fs 16000 --remat both --no_torch
+    python experiments/benchmarks/train_step.py --device cuda --steps 5   # both sides on the GPU
 
 Sizes are the official ones (BSRNN N = 196, 6 layers; FlowSE N = 384, 6 layers) unless --quick,
 which uses the registry's TINY sizes for both sides. Every (implementation, model, rate) runs in its
@@ -20,6 +21,10 @@ own subprocess, so its peak resident memory (getrusage ru_maxrss) is its own.
   Subnormal floats are flushed to zero (torch.set_flush_denormal), as XLA:CPU does: with random
   weights some steps otherwise ran 10x slower (tiny FlowSE: 0.3 s or 3.1 s per step from run to
   run); --keep_denormals measures stock torch.
+
+With --device cuda the torch side runs on the GPU (default precision settings of both libraries)
+and "dev GiB" is each side's device-allocator peak (torch.cuda.max_memory_allocated; jax
+memory_stats peak_bytes_in_use with preallocation off); the memory ratio then uses it.
 
 "CPU s" is the process CPU time (all threads) of a step, median: on a shared machine it moves less
 with other jobs' load than the wall time does. Ratios are jax / torch (below 1: ours is faster or
@@ -105,18 +110,21 @@ def run_jax(model_name, fs, batch, seconds, steps, channels, layers, use_remat) 
         jax.block_until_ready(grads)
         times.append(time.perf_counter() - t0)
         cpu_times.append(time.process_time() - c0)
+    stats = jax.devices()[0].memory_stats() or {}  # accelerators report their allocator's peak
     return {
         "step_s": float(np.median(times)),
         "cpu_s": float(np.median(cpu_times)),
         "compile_s": compile_s,
         "peak_rss_gib": peak_rss_gib(),
         "xla_gib": xla_gib,
+        "device_gib": stats["peak_bytes_in_use"] / 2**30 if "peak_bytes_in_use" in stats else None,
+        "backend": f"{jax.default_backend()} ({jax.devices()[0].device_kind})",
         "loss": float(loss),
     }
 
 
 def run_torch(
-    model_name, fs, batch, seconds, steps, channels, layers, threads, flush_denormal
+    model_name, fs, batch, seconds, steps, channels, layers, threads, flush_denormal, device
 ) -> dict:
     # espnet2's time_domain criteria module imports ci_sdr, which only CISDRLoss needs
     sys.modules.setdefault("ci_sdr", types.ModuleType("ci_sdr"))
@@ -128,14 +136,14 @@ def run_torch(
     torch.set_flush_denormal(flush_denormal)
     torch.manual_seed(0)
     n = int(seconds * fs)
-    clean, noisy = (torch.from_numpy(x) for x in signals(batch, n))
-    lengths = torch.full((batch,), n)
+    clean, noisy = (torch.from_numpy(x).to(device) for x in signals(batch, n))
+    lengths = torch.full((batch,), n, device=device)
 
     if model_name == "flowse":
         sys.path.insert(0, str(HERE))
         import flowse_reference
 
-        net = flowse_reference.FlowSEBSRNN(num_channel=channels, num_layer=layers)
+        net = flowse_reference.FlowSEBSRNN(num_channel=channels, num_layer=layers).to(device)
         encoder = STFTEncoder(
             n_fft=1536,
             hop_length=384,
@@ -144,7 +152,7 @@ def run_torch(
             spec_transform_type="exponent",
             spec_abs_exponent=0.667,
             spec_factor=0.065,
-        )
+        ).to(device)
 
         def loss_fn():
             return flowse_reference.flow_matching_loss(net, encoder, clean, noisy, lengths, fs)
@@ -166,6 +174,9 @@ def run_torch(
             eps=1e-6,
             reduction="sum",
         )
+        encoder, decoder, separator, criterion = (
+            m.to(device) for m in (encoder, decoder, separator, criterion)
+        )
 
         def loss_fn():
             spec, flens = encoder(noisy, lengths, fs=fs)
@@ -179,7 +190,9 @@ def run_torch(
             p.grad = None
         loss = loss_fn()
         loss.backward()
-        return float(loss)
+        return float(loss)  # .item() waits for the device
+
+    cuda = str(device).startswith("cuda")
 
     t0 = time.perf_counter()
     loss = step()  # warm-up (first-call allocations)
@@ -196,6 +209,9 @@ def run_torch(
         "compile_s": first_s,
         "peak_rss_gib": peak_rss_gib(),
         "xla_gib": None,
+        "device_gib": torch.cuda.max_memory_allocated() / 2**30 if cuda else None,
+        "backend": f"torch {torch.__version__} "
+        + (f"cuda ({torch.cuda.get_device_name()})" if cuda else "cpu"),
         "loss": loss,
     }
 
@@ -211,9 +227,14 @@ def spawn(impl: str, model: str, fs: int, args, use_remat: bool = False) -> dict
     cmd += ["--threads", str(args.threads), "--channels", str(channels), "--layers", str(layers)]
     cmd += ["--remat", "on" if use_remat else "off"]
     cmd += ["--keep_denormals"] if args.keep_denormals else []
+    cmd += ["--device", args.device]
     env = dict(os.environ)
     if impl == "torch":
         env["OMP_NUM_THREADS"] = str(args.threads)
+    elif args.device == "cpu":
+        env["JAX_PLATFORMS"] = "cpu"
+    else:
+        env["XLA_PYTHON_CLIENT_PREALLOCATE"] = "false"  # the allocator's peak is then what it used
     try:
         proc = subprocess.run(
             cmd, capture_output=True, text=True, env=env, timeout=args.timeout, check=False
@@ -234,12 +255,14 @@ def format_row(model, fs, impl, res, ref) -> str:
     if impl != "torch" and ref and "error" not in ref:
         ratio_t = f"{res['step_s'] / ref['step_s']:.2f}"
         ratio_c = f"{res['cpu_s'] / ref['cpu_s']:.2f}"
-        ratio_m = f"{res['peak_rss_gib'] / ref['peak_rss_gib']:.2f}"
+        mem_key = "device_gib" if res.get("device_gib") and ref.get("device_gib") else "peak_rss_gib"
+        ratio_m = f"{res[mem_key] / ref[mem_key]:.2f}"
     xla = "" if res["xla_gib"] is None else f"{res['xla_gib']:.2f}"
+    dev = "" if res.get("device_gib") is None else f"{res['device_gib']:.2f}"
     return (
         f"{model:<7} {fs:>6} {impl:<15} {res['step_s']:>8.2f} {res['cpu_s']:>7.1f} "
-        f"{res['compile_s']:>9.1f} {res['peak_rss_gib']:>8.2f} {xla:>8} {ratio_t:>7} {ratio_c:>6} "
-        f"{ratio_m:>6} {res['loss']:>11.5g}"
+        f"{res['compile_s']:>9.1f} {res['peak_rss_gib']:>8.2f} {xla:>8} {dev:>8} {ratio_t:>7} "
+        f"{ratio_c:>6} {ratio_m:>6} {res['loss']:>11.5g}  {res.get('backend', '')}"
     )
 
 
@@ -258,6 +281,13 @@ def parse_args(argv):
         "--keep_denormals", action="store_true", help="torch: do not flush subnormals to zero"
     )
     parser.add_argument("--timeout", type=float, default=3600.0, help="per configuration, s")
+    parser.add_argument(
+        "--device",
+        choices=["cpu", "cuda"],
+        default="cpu",
+        help="cuda: torch on the GPU and jax on its default accelerator; peak memory is then the "
+        "device allocator's peak (torch.cuda.max_memory_allocated, jax memory_stats)",
+    )
     # one configuration per process (used by the driver)
     parser.add_argument("--worker", choices=["jax", "torch"], help=argparse.SUPPRESS)
     parser.add_argument("--model", help=argparse.SUPPRESS)
@@ -288,7 +318,12 @@ def main(argv=None) -> int:
             layers=args.layers,
         )
         if args.worker == "torch":
-            result = run_torch(**kw, threads=args.threads, flush_denormal=not args.keep_denormals)
+            result = run_torch(
+                **kw,
+                threads=args.threads,
+                flush_denormal=not args.keep_denormals,
+                device=args.device,
+            )
         else:
             result = run_jax(**kw, use_remat=args.remat == "on")
         print("RESULT " + json.dumps(result), flush=True)
@@ -312,7 +347,8 @@ def main(argv=None) -> int:
     )
     print(
         f"{'model':<7} {'fs':>6} {'impl':<15} {'step s':>8} {'CPU s':>7} {'compile s':>9} "
-        f"{'RSS GiB':>8} {'XLA GiB':>8} {'time x':>7} {'CPU x':>6} {'RSS x':>6} {'loss':>11}"
+        f"{'RSS GiB':>8} {'XLA GiB':>8} {'dev GiB':>8} {'time x':>7} {'CPU x':>6} {'mem x':>6} "
+        f"{'loss':>11}  backend"
     )
     for model in args.models.split(","):
         for fs in (int(r) for r in args.fs.split(",")):

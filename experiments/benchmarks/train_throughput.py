@@ -12,6 +12,13 @@ batch is --batch per device. Scaling efficiency = throughput(N) / (N x throughpu
 device; on a CPU host the N fake devices share the same cores, so it measures the sharding overhead,
 not a speed-up. The reference's figure for scale (REFERENCE.md §3.5 sizes, ESPnet BSRNN, torch 2.13 CPU,
 2 threads, batch 2 x 4 s at 16 kHz): about 52 s per step, i.e. 0.15 audio-s/s.
+
+--torch_reference {cpu,cuda} also times the PyTorch reference training step in the same run (ESPnet
+BSRNNSeparator + STFT + MultiResL1SpecLoss of the same size, batch and crop; train_step.py's torch
+worker) and prints ours / reference. The reference row is the model step alone (no loading, no
+mixing); ours includes the loader. On a GPU host:
+
+    python experiments/benchmarks/train_throughput.py --devices 1 --torch_reference cuda
 """
 
 from __future__ import annotations
@@ -73,7 +80,28 @@ def worker(args) -> dict:
     return {"devices": n, "mixing": args.mixing_one, "global_batch": args.batch * n,
             "step_s": elapsed / args.steps, "audio_s_per_s": audio / elapsed, "first_step_s": compile_s,
             "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
-            "num_params": int(sum(np.prod(x.shape) for x in jax.tree.leaves(state.params)))}
+            "num_params": int(sum(np.prod(x.shape) for x in jax.tree.leaves(state.params))),
+            "backend": f"{jax.default_backend()} ({jax.devices()[0].device_kind})",
+            "model": config.model.to_dict()}
+
+
+def torch_reference(args, model: dict) -> dict:
+    """The PyTorch reference step (train_step.py's torch worker) at this run's size, batch and crop."""
+    if model["name"] != "bsrnn":
+        raise SystemExit(f"--torch_reference knows BSRNN only, not {model['name']!r}")
+    kwargs = model.get("kwargs", {})
+    cmd = [sys.executable, os.path.join(os.path.dirname(__file__), "train_step.py"), "--worker", "torch",
+           "--model", "bsrnn", "--rate", str(args.fs), "--batch", str(args.batch),
+           "--seconds", str(args.num_samples / args.fs), "--steps", str(args.steps),
+           "--channels", str(kwargs.get("num_channels", 196)), "--layers", str(kwargs.get("num_layers", 6)),
+           "--threads", str(os.cpu_count() if args.torch_reference == "cuda" else 2),
+           "--device", args.torch_reference]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    for line in proc.stdout.splitlines():
+        if line.startswith("RESULT "):
+            return json.loads(line[len("RESULT "):])
+    print(proc.stderr[-3000:], file=sys.stderr)
+    raise SystemExit(f"torch reference failed: {' '.join(cmd)}")
 
 
 def main() -> None:
@@ -86,6 +114,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--mixing", nargs="+", default=["loader", "step"], choices=("loader", "step"))
     parser.add_argument("--devices", nargs="+", type=int, default=[1, 8])
+    parser.add_argument("--torch_reference", choices=("cpu", "cuda"), default=None,
+                        help="also time the PyTorch reference step on this device, same run")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--mixing_one", default="loader", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -117,7 +147,7 @@ def main() -> None:
             print(f"{args.config} fs={args.fs} devices={r['devices']} mixing={r['mixing']}: "
                   f"{r['audio_s_per_s']:.3f} audio-s/s, {r['step_s']:.2f} s/step (global batch "
                   f"{r['global_batch']} x {args.num_samples / args.fs:.1f} s), first step {r['first_step_s']:.0f} s, "
-                  f"peak RSS {r['peak_rss_gb']:.1f} GB", flush=True)
+                  f"peak RSS {r['peak_rss_gb']:.1f} GB, {r['backend']}", flush=True)
     base = next(r for r in rows if r["devices"] == 1 and r["mixing"] == args.mixing[0])
     print(f"\nparameters: {base['num_params']:,}")
     for r in rows:
@@ -125,6 +155,16 @@ def main() -> None:
             eff = r["audio_s_per_s"] / (r["devices"] * base["audio_s_per_s"])
             print(f"scaling 1 -> {r['devices']} devices ({r['mixing']} mixing): efficiency {eff:.2f} "
                   f"({r['audio_s_per_s']:.3f} vs {base['audio_s_per_s']:.3f} audio-s/s)")
+    if args.torch_reference:
+        ref = torch_reference(args, base["model"])
+        ref_rate = args.batch * args.num_samples / args.fs / ref["step_s"]
+        print(f"PyTorch reference step ({ref['backend']}, batch {args.batch} x {args.num_samples / args.fs:.1f} s, "
+              f"model step only): {ref_rate:.3f} audio-s/s, {ref['step_s']:.3f} s/step")
+        for r in rows:
+            if r["devices"] == 1:
+                print(f"ours / PyTorch reference ({r['mixing']} mixing, 1 device): "
+                      f"{r['audio_s_per_s'] / ref_rate:.2f}x")
+        return
     ref = 4.0 * 2 / 52.0
     print(f"reference for scale (ESPnet BSRNN baseline, torch CPU, 2 threads; compare with :baseline): {ref:.3f} audio-s/s; "
           f"ours / reference: {base['audio_s_per_s'] / ref:.2f}x ({args.mixing[0]} mixing, 1 device)")

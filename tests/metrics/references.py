@@ -3,9 +3,6 @@ padding helper, shared by the metric tests and experiments/benchmarks/metrics.py
 
 import librosa
 import numpy as np
-import pysptk  # pysptk 1.0.1 needs pkg_resources: setuptools < 81 (pinned by the Makefile's test install)
-from fastdtw import fastdtw
-from scipy.spatial.distance import euclidean
 
 from urgent_jax.metrics.mcd import MCEP_PARAMS
 
@@ -28,6 +25,12 @@ def reference_lsd(ref: np.ndarray, est: np.ndarray, sample_rate: int) -> float:
 
 def reference_mcd(ref: np.ndarray, est: np.ndarray, sample_rate: int) -> float:
     """§4.1: gain-matched est, pysptk mel-cepstra of unpadded 1024/256 frames, fastdtw path mean."""
+    # imported here so that the other references work where pysptk does not install;
+    # pysptk 1.0.1 needs pkg_resources: setuptools < 81 (pinned by the Makefile's test install)
+    import pysptk
+    from fastdtw import fastdtw
+    from scipy.spatial.distance import euclidean
+
     ref = np.asarray(ref, np.float64)
     est = np.asarray(est, np.float64)
     est = est * (np.sum(ref * est) / (np.sum(est**2) + 1e-8))
