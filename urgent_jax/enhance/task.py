@@ -122,7 +122,12 @@ class EnhancementTask:
         lc = self.config.loss
         per_example = multi_resolution_l1(target, est, lengths, window_sizes=tuple(lc.window_sizes),
                                           time_weight=lc.time_weight, eps=lc.eps)
-        aux = {"si_snr": jnp.mean(si_snr(target, est, lengths))}
+        snr = si_snr(target, est, lengths)
+        aux = {"si_snr": jnp.mean(snr)}
+        # optional SI-SNR term (not in the reference recipes; 0 there): loss -= w * SI-SNR [dB]
+        weight = float(lc.get("si_snr_weight", 0.0))
+        if weight:
+            per_example = per_example - weight * snr
         return jnp.mean(per_example), aux
 
     # --- validation ---
