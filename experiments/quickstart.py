@@ -1,6 +1,6 @@
 """The main job, run by `make quickstart`: everything offline on the embedded demo corpus.
 
-    python experiments/quickstart.py --out runs/quickstart [--size small] [--seed 0] [--train_s 330]
+    python experiments/quickstart.py --out runs/quickstart [--size small] [--seed 0] [--train_s 480]
 
 Stages (each resumes from what already exists):
   1. build the demo corpus (eSpeak NG speech, procedural noise / wind / RIRs) in the official Track 1
@@ -152,7 +152,7 @@ def main() -> None:
     parser.add_argument("--out", default="runs/quickstart", help="output directory")
     parser.add_argument("--size", default="small", choices=("small", "medium"))
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--train_s", type=float, default=330.0, help="SE training time budget, seconds")
+    parser.add_argument("--train_s", type=float, default=480.0, help="SE training time budget, seconds")
     parser.add_argument("--sqa_train_s", type=float, default=120.0, help="SQA training time budget, seconds")
     args = parser.parse_args()
 
