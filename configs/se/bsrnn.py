@@ -9,8 +9,8 @@ Variants (`--config configs/se/bsrnn.py:<variant>`):
             used by the quickstart
   smoke     a few steps of a minimal model, for tests
 
-Expected figures: tiny in `make quickstart` (330 s of training on 2 CPU cores, 265 steps): SI-SDR
-0.50 -> 3.21 dB on the demo validation set (+2.71 dB), commit 874d4e9. baseline: 37,800,844
+Expected figures: tiny in `make quickstart` (480 s of training on 2 CPU cores, 384 steps): SI-SDR
+0.50 -> 3.54 dB on the demo validation set (+3.05 dB), commit 484ad97 (370 steps gave +2.95 dB). baseline: 37,800,844
 parameters; on a 2-core CPU 12.3 s per step at batch 1 x 2 s, 16 kHz (0.16 audio-s/s, loader mixing).
 
 Launch:
