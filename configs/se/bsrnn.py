@@ -10,8 +10,8 @@ Variants (`--config configs/se/bsrnn.py:<variant>`):
   smoke     a few steps of a minimal model, for tests
 
 Expected figures: tiny in `make quickstart` (480 s of training on 2 CPU cores, 384 steps): SI-SDR
-0.50 -> 3.54 dB on the demo validation set (+3.05 dB), commit 484ad97 (370 steps gave +2.95 dB). baseline: 37,800,844
-parameters; on a 2-core CPU 12.3 s per step at batch 1 x 2 s, 16 kHz (0.16 audio-s/s, loader mixing).
+0.50 -> 3.54 dB on the demo validation set (+3.05 dB), commit 484ad97 (370 steps gave +2.95 dB).
+baseline: 37,800,844 parameters; on a 2-core CPU 12.3 s per step at batch 1 x 2 s, 16 kHz (0.16 audio-s/s, loader mixing).
 
 Launch:
   python -m urgent_jax.enhance.train --config configs/se/bsrnn.py:baseline --workdir exp/bsrnn \

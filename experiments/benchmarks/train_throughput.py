@@ -89,19 +89,19 @@ def torch_reference(args, model: dict) -> dict:
     """The PyTorch reference step (train_step.py's torch worker) at this run's size, batch and crop."""
     if model["name"] != "bsrnn":
         raise SystemExit(f"--torch_reference knows BSRNN only, not {model['name']!r}")
+    sys.path.insert(0, os.path.dirname(__file__))
+    import train_step
+
     kwargs = model.get("kwargs", {})
-    cmd = [sys.executable, os.path.join(os.path.dirname(__file__), "train_step.py"), "--worker", "torch",
-           "--model", "bsrnn", "--rate", str(args.fs), "--batch", str(args.batch),
-           "--seconds", str(args.num_samples / args.fs), "--steps", str(args.steps),
-           "--channels", str(kwargs.get("num_channels", 196)), "--layers", str(kwargs.get("num_layers", 6)),
-           "--threads", str(os.cpu_count() if args.torch_reference == "cuda" else 2),
-           "--device", args.torch_reference]
-    proc = subprocess.run(cmd, capture_output=True, text=True)
-    for line in proc.stdout.splitlines():
-        if line.startswith("RESULT "):
-            return json.loads(line[len("RESULT "):])
-    print(proc.stderr[-3000:], file=sys.stderr)
-    raise SystemExit(f"torch reference failed: {' '.join(cmd)}")
+    step_args = argparse.Namespace(
+        sizes={"bsrnn": (kwargs.get("num_channels", 196), kwargs.get("num_layers", 6))},
+        batch=args.batch, seconds=args.num_samples / args.fs, steps=args.steps,
+        threads=os.cpu_count() if args.torch_reference == "cuda" else 2, keep_denormals=False,
+        device=args.torch_reference, timeout=3600.0)
+    result = train_step.spawn("torch", "bsrnn", args.fs, step_args)
+    if "error" in result:
+        raise SystemExit(f"torch reference failed: {result['error']}")
+    return result
 
 
 def main() -> None:
