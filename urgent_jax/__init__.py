@@ -43,6 +43,22 @@ def configure_host_allocator(mmap_threshold_bytes: int = 1 << 30) -> bool:
         return False
 
 
+def inference_chunk(cpu_chunk: int) -> int | None:
+    """Examples per step for batched inference on the default backend: `cpu_chunk` on CPU, None
+    (the whole batch at once) on accelerators.
+
+    On CPU a whole batch of activations outgrows the caches, and XLA:CPU then runs several times
+    slower per example; stepping through the batch a few examples at a time (`jax.lax.map` with
+    batch_size) keeps each step's working set cache-sized. Measured on 2 cores: Distill-MOS on 16
+    crops took 2.76 s one crop per step against 4.29 s all at once; the WavLM-base SQA model on 32
+    clips of 4 s ran 1.72-1.96 clips/s two to four clips per step against 1.45 all at once.
+    Accelerators want the opposite: as many examples per step as fit.
+    """
+    import jax
+
+    return int(cpu_chunk) if jax.default_backend() == "cpu" else None
+
+
 def prepare_runtime() -> None:
     """What every urgent_jax command does first: persistent compile cache + host allocator tuning."""
     enable_compilation_cache()

@@ -199,6 +199,10 @@ def main(argv=None) -> int:
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--seconds", type=float, default=4.0)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument(
+        "--chunk", type=int, default=0,
+        help="examples per inference step (0: make_predict's default, 2 on CPU, all on GPU)",
+    )
     parser.add_argument("--d_model", type=int, default=768)
     parser.add_argument("--num_layers", type=int, default=6)
     parser.add_argument("--num_heads", type=int, default=8)
@@ -221,7 +225,7 @@ def main(argv=None) -> int:
     for name in args.frontends:
         model, variables, torch_fn = builders[name](torch, args)
         variables = jax.tree_util.tree_map(jnp.asarray, variables)
-        apply = jax.jit(model.apply)
+        apply = sqa.make_predict(model, args.chunk or None)  # as sqa.infer runs it
         x, n, x_torch = jnp.asarray(audio), jnp.asarray(lengths), torch.from_numpy(audio)
         ours = lambda: np.asarray(apply(variables, x, n))[:, 0]  # noqa: E731
         with torch.inference_mode():

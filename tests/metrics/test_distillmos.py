@@ -209,8 +209,9 @@ def test_short_batch_matches_torch_and_the_padded_batch(params, clips, reference
     alone = np.asarray(score(clips["short"], lengths, 16000, params))
     np.testing.assert_allclose(alone, reference_16k["short"], rtol=0, atol=TOL_MOS)
     np.testing.assert_allclose(alone, padded_16k[:2], rtol=0, atol=TOL_SAME)
-    chunked = np.asarray(score(clips["short"], lengths, 16000, params, crops_per_call=1))
-    np.testing.assert_allclose(chunked, alone, rtol=0, atol=TOL_SAME)
+    for crops_per_call in (1, 2):  # one step per crop (the CPU default) and all crops in one step
+        chunked = score(clips["short"], lengths, 16000, params, crops_per_call=crops_per_call)
+        np.testing.assert_allclose(chunked, alone, rtol=0, atol=TOL_SAME)
 
 
 @pytest.mark.parametrize("sample_rate", [8000, 48000])

@@ -56,6 +56,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import traverse_util
 
+import urgent_jax
 from urgent_jax.audio.resample import resample
 from urgent_jax.audio.stft import stft
 from urgent_jax.metrics import torch_checkpoint
@@ -383,8 +384,10 @@ def distill_mos(
     """Distill-MOS of a padded batch: est [B, T] at sample_rate Hz (static), lengths [B] -> MOS [B].
 
     params: variables from `load_params` (default: the shipped weights, loaded at trace time).
-    All crops of the batch (B x the longest example's crop count) go through one network call, or
-    through `lax.map` in chunks of crops_per_call crops to bound memory for long inputs. Matmuls and
+    The crops of the batch (B x the longest example's crop count) go through the network in steps
+    of crops_per_call crops (`lax.map`); None picks `urgent_jax.inference_chunk(1)`: one crop per
+    step on CPU (cache-sized working set, 1.55x faster than 16 crops at once on 2 cores), all crops
+    in one step on accelerators. Matmuls and
     convolutions run at HIGHEST precision (no TF32 on GPU) to stay within 0.01 MOS of the reference.
     """
     if params is None:
@@ -416,6 +419,8 @@ def distill_mos(
     def net(c: jax.Array) -> jax.Array:
         return model.apply(params, c, signal_samples=signal)
 
+    if crops_per_call is None:
+        crops_per_call = urgent_jax.inference_chunk(1)
     if crops_per_call is None or crops_per_call >= crops.shape[0]:
         quality = net(crops)
     else:

@@ -35,6 +35,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+import urgent_jax
 from urgent_jax.metrics import distillmos
 from urgent_jax.models import wavlm
 
@@ -260,6 +261,35 @@ class EncoderLayer(nn.Module):
         y = nn.relu(_dense(self.ffn_dim, ("embed", "mlp"), "linear1", self.dtype)(x))
         y = _dense(d, ("mlp", "embed"), "linear2", self.dtype)(drop(y))
         return _layer_norm(self.epsilon, "norm2")(x + drop(y))
+
+
+PREDICT_CPU_CHUNK = 2  # examples per inference step on CPU (see `make_predict`)
+
+
+def make_predict(model: nn.Module, chunk: int | None = None):
+    """Jitted inference `(variables, audio [B, T], lengths [B]) -> [B, M]` of a UniVersaExt model.
+
+    The batch goes through the network `chunk` examples per step (`jax.lax.map`; each example sees
+    the batch's padded length, so results equal one whole-batch call up to float rounding). None
+    picks `urgent_jax.inference_chunk(PREDICT_CPU_CHUNK)`: 2 examples per step on CPU, where whole
+    batches of WavLM activations overflow the caches, and the whole batch on accelerators.
+    """
+    if chunk is None:
+        chunk = urgent_jax.inference_chunk(PREDICT_CPU_CHUNK)
+
+    def one_step(variables, audio, lengths):
+        return model.apply(variables, audio, lengths, train=False)
+
+    def predict(variables, audio, lengths):
+        if chunk is None or chunk >= audio.shape[0]:
+            return one_step(variables, audio, lengths)
+        return jax.lax.map(
+            lambda xs: one_step(variables, xs[0][None], xs[1][None])[0],
+            (audio, lengths),
+            batch_size=chunk,
+        )
+
+    return jax.jit(predict)
 
 
 class UniVersaExt(nn.Module):

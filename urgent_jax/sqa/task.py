@@ -19,6 +19,7 @@ import numpy as np
 
 from urgent_jax import models
 from urgent_jax.losses.sqa import masked_mse
+from urgent_jax.models.sqa import make_predict
 from urgent_jax.metrics.correlation import utterance_and_system_stats
 from urgent_jax.sqa.data import make_sqa_loader
 
@@ -148,10 +149,7 @@ class SqaTask:
 
     @functools.cached_property
     def _predict_jit(self):
-        def predict(variables, audio, lengths):
-            return self.model.apply(variables, audio, lengths, train=False)
-
-        return jax.jit(predict)
+        return make_predict(self.model)
 
     def predict(self, variables: dict, audio, lengths) -> np.ndarray:
         """Predictions [B, M] (range-activated) for 16 kHz audio [B, T] with lengths [B]."""
