@@ -13,7 +13,7 @@ import scipy.signal
 import soundfile as sf
 import torch
 
-from urgent_jax.metrics.sdr import sdr, si_sdr
+from urgent_jax.metrics.sdr import map_in_chunks, sdr, si_sdr
 
 SDR_TOL_DB = 0.05  # |ours - fast_bss_eval| on every pair (the tolerance)
 SI_SDR_TOL_DB = 1e-3
@@ -209,3 +209,23 @@ def test_si_sdr_edge_cases_and_jit():
     assert eager[1] == -np.inf and eager[2] == -np.inf
     clamped = np.asarray(si_sdr(refs, ests, None, clamp_db=50.0))
     np.testing.assert_array_equal(clamped, [50.0, -50.0, -50.0])
+
+
+def test_map_in_chunks_balances_steps_and_keeps_results():
+    # 16 examples, at most 12 per step: two steps of 8 (not 12 + 4 with 8 padded rows), same output.
+    seen = []
+
+    def fn(a, b):
+        seen.append(a.shape[0])
+        return jnp.sum(a * b, -1) + jnp.arange(a.shape[0]) * 0.0
+
+    rng = np.random.default_rng(0)
+    a = jnp.asarray(rng.standard_normal((16, 5)), jnp.float32)
+    b = jnp.asarray(rng.standard_normal((16, 5)), jnp.float32)
+    out = np.asarray(map_in_chunks(fn, 12, a, b))
+    assert seen == [8]
+    np.testing.assert_allclose(out, np.sum(np.asarray(a) * np.asarray(b), -1), rtol=1e-6)
+    seen.clear()
+    out = np.asarray(map_in_chunks(fn, 4, a[:7], b[:7]))  # 7 examples -> 2 steps of 4, 1 pad row
+    assert seen == [4] and out.shape == (7,)
+    np.testing.assert_allclose(out, np.sum(np.asarray(a[:7]) * np.asarray(b[:7]), -1), rtol=1e-6)
