@@ -8,6 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from urgent_jax import configure_cpu_kernels
+
+configure_cpu_kernels()  # the suite runs on the CPU kernels the urgent_jax commands choose
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("URGENT_SHARED_DATA", REPO_ROOT.parent / "shared" / "data"))
 

@@ -41,7 +41,7 @@ sys.path.insert(0, os.path.dirname(__file__))
 
 from timing import median_time  # noqa: E402
 
-from urgent_jax import configure_host_allocator  # noqa: E402
+from urgent_jax import configure_cpu_kernels, configure_host_allocator  # noqa: E402
 from urgent_jax.metrics import dnsmos, distillmos  # noqa: E402
 from urgent_jax.metrics.lsd import lsd  # noqa: E402
 from urgent_jax.metrics.mcd import MCEP_PARAMS, mcd  # noqa: E402
@@ -207,6 +207,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.quick:
         args.batch, args.seconds, args.repeats, args.ref_clips = 2, 2.0, 1, 1
+    configure_cpu_kernels()  # before the first computation
     configure_host_allocator()  # process-wide: applies to both sides
     state: dict = {}
     rows: list = []

@@ -29,7 +29,7 @@ sys.path.insert(0, os.path.dirname(__file__))
 
 from timing import median_time  # noqa: E402
 
-from urgent_jax import configure_host_allocator  # noqa: E402
+from urgent_jax import configure_cpu_kernels, configure_host_allocator  # noqa: E402
 from urgent_jax.audio.filters import highpass_taps  # noqa: E402
 from urgent_jax.simulation import codec as codec_lib  # noqa: E402
 from urgent_jax.simulation.mixer import Sources, simulate  # noqa: E402
@@ -190,6 +190,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--rates", type=int, nargs="+", default=[16000, 48000])
     args = parser.parse_args()
+    configure_cpu_kernels()  # before the first computation
     configure_host_allocator()  # process-wide: applies to both sides
     rows = []
     for fs in args.rates:

@@ -38,7 +38,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", ".."))
 
-from urgent_jax import configure_host_allocator  # noqa: E402
+from urgent_jax import configure_cpu_kernels, configure_host_allocator  # noqa: E402
 from urgent_jax.metrics import distillmos  # noqa: E402
 from urgent_jax.models import sqa, wavlm  # noqa: E402
 
@@ -211,6 +211,7 @@ def main(argv=None) -> int:
 
     import torch
 
+    configure_cpu_kernels()  # before the first computation
     configure_host_allocator()
     num_samples = int(args.seconds * SAMPLE_RATE)
     audio = speech_like(args.batch, num_samples)

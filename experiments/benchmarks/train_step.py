@@ -79,7 +79,8 @@ def run_jax(model_name, fs, batch, seconds, steps, channels, layers, use_remat) 
     from urgent_jax.losses.spectral import multi_resolution_l1
     from urgent_jax.models import flowse
 
-    urgent_jax.configure_host_allocator()  # as every urgent_jax command does
+    urgent_jax.configure_cpu_kernels()  # as every urgent_jax command does
+    urgent_jax.configure_host_allocator()
     n = int(seconds * fs)
     clean, noisy = (jnp.asarray(x) for x in signals(batch, n))
     lengths = jnp.full((batch,), n, jnp.int32)

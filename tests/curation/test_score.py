@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import math
+
+import numpy as np
+
 from urgent_jax.curation.score import (
     COLUMNS,
+    _Item,
     merge_parts,
+    plan_batches,
     read_scores,
     read_speech_scp,
     read_table,
@@ -74,3 +80,38 @@ def test_shards_cover_every_id_once(tiny_corpus, tmp_path):
     assert merged == sorted(merged)
     assert merge_parts(out, 2)  # idempotent
     assert [r["uid"] for r in read_table(out)] == merged
+
+
+def _speechmos_segments(num_samples_16k: int) -> int:
+    """Segments speechmos scores: double until >= 9.01 s, then int(floor(L / fs) - 9.01) + 1."""
+    n = num_samples_16k
+    while n < int(9.01 * 16000):
+        n *= 2
+    return int(math.floor(n / 16000) - 9.01) + 1
+
+
+def test_plan_batches_one_rate_and_segment_count_per_batch():
+    rng = np.random.default_rng(0)
+    items = [
+        _Item(f"u{k:03d}", "x.wav", fs, int(rng.uniform(0.2, 25.0) * fs))
+        for k, fs in enumerate(rng.choice([8000, 16000, 48000], size=120))
+    ]
+    batches = plan_batches(items, batch_size=8)
+    planned = [i.uid for b in batches for i in b]
+    assert sorted(planned) == sorted(i.uid for i in items)  # every item exactly once
+    mixed_before = 0
+    for batch in batches:
+        assert 1 <= len(batch) <= 8
+        assert len({i.fs for i in batch}) == 1
+        segments = {_speechmos_segments(math.ceil(i.num_samples * 16000 / i.fs)) for i in batch}
+        assert len(segments) == 1, [(i.fs, i.num_samples) for i in batch]
+        assert [i.num_samples for i in batch] == sorted(i.num_samples for i in batch)
+    # Length order alone would have mixed segment counts in a batch (what grouping avoids).
+    for fs in (8000, 16000, 48000):
+        by_length = sorted((i for i in items if i.fs == fs), key=lambda i: i.num_samples)
+        for k in range(0, len(by_length), 8):
+            chunk = by_length[k : k + 8]
+            counts = {_speechmos_segments(i.num_samples * 16000 // fs) for i in chunk}
+            mixed_before += len(counts) > 1
+    assert mixed_before > 0
+    assert plan_batches(items, batch_size=8) == batches  # deterministic

@@ -9,7 +9,8 @@ uid, fs, duration_s, dnsmos_sig/bak/ovrl/p808 (metrics.dnsmos), distill_mos (met
 bandwidth_hz and target_fs (audio.bandwidth, §5.1), speech_ratio, clipping_ratio, snr_db,
 dc_offset (audio.quality), path.
 
-Batching: headers are read first; utterances are grouped by rate, sorted by length, and batched;
+Batching: headers are read first; utterances are grouped by rate and DNSMOS segment count
+(`plan_batches`), sorted by length, and batched;
 each batch is padded to one of 4 lengths per octave and a power-of-two row count (the padding of
 evaluate.score), and DNSMOS gets the segment count its batch needs, so compiles stay bounded
 (`summary["shapes"]` lists them). A Grain dataset over the planned batches decodes audio in
@@ -31,6 +32,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import dataclasses
+import itertools
 import json
 import logging
 import math
@@ -229,10 +231,21 @@ def _header(uid: str, fs: int | None, path: str) -> _Item | tuple[str, str]:
 
 
 def plan_batches(items: Sequence[_Item], batch_size: int) -> list[list[_Item]]:
-    """Batches of one rate each, sorted by length (then uid, so plans are deterministic)."""
+    """Batches of one rate and one DNSMOS segment count each, sorted by length (then uid, so plans
+    are deterministic).
+
+    DNSMOS scores every row of a batch over the batch's largest segment count, and that count is
+    not monotonic in length (a 3.3 s clip is doubled twice into 4 segments, a 4.6 s clip once into
+    1), so mixing counts in a batch would score padding segments.
+    """
+    from urgent_jax.metrics.dnsmos import required_segments
+
+    def key(item: _Item) -> tuple:
+        return (item.fs, required_segments([item.num_samples], item.fs), item.num_samples, item.uid)
+
     batches = []
-    for rate in sorted({i.fs for i in items}):
-        group = sorted((i for i in items if i.fs == rate), key=lambda i: (i.num_samples, i.uid))
+    for (_, _), group in itertools.groupby(sorted(items, key=key), key=lambda i: key(i)[:2]):
+        group = list(group)
         batches += [group[k : k + batch_size] for k in range(0, len(group), batch_size)]
     return batches
 
@@ -431,9 +444,12 @@ def _define_flags() -> None:
 def main(argv) -> None:
     from absl import app, flags
 
+    from urgent_jax import prepare_runtime
+
     f = flags.FLAGS
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments {argv[1:]}")
+    prepare_runtime()
     summary = score_corpus(
         f.speech_scp,
         f.out,
