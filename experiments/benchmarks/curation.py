@@ -52,7 +52,7 @@ def reference_pipeline(entries) -> float:
 
 def same_scores_pipeline(scp: Path, scorer, batch_size: int) -> tuple[float, int]:
     """Ours on the reference's scores only (DNSMOS + bandwidth), batched as score_corpus plans it,
-    reads included: (seconds of a warm run, compiled shapes)."""
+    reads included: (seconds of a warm run, number of batches)."""
     from urgent_jax.audio.bandwidth import estimate_bandwidth
     from urgent_jax.curation.score import _header, _LoadBatch, plan_batches, read_speech_scp
     from urgent_jax.metrics import dnsmos
