@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import math
 
 import numpy as np
@@ -90,28 +91,46 @@ def _speechmos_segments(num_samples_16k: int) -> int:
     return int(math.floor(n / 16000) - 9.01) + 1
 
 
-def test_plan_batches_one_rate_and_segment_count_per_batch():
+def test_plan_batches_full_batches_of_one_segment_count():
     rng = np.random.default_rng(0)
     items = [
-        _Item(f"u{k:03d}", "x.wav", fs, int(rng.uniform(0.2, 25.0) * fs))
-        for k, fs in enumerate(rng.choice([8000, 16000, 48000], size=120))
+        _Item(f"u{k:03d}", "x.wav", int(fs), int(rng.uniform(0.2, 25.0) * fs))
+        for k, fs in enumerate(rng.choice([8000, 16000, 48000], size=240))
     ]
     batches = plan_batches(items, batch_size=8)
     planned = [i.uid for b in batches for i in b]
     assert sorted(planned) == sorted(i.uid for i in items)  # every item exactly once
-    mixed_before = 0
+
+    def segments(item):
+        return _speechmos_segments(math.ceil(item.num_samples * 16000 / item.fs))
+
+    in_pure = collections.Counter()  # (rate, count) -> items in full one-count batches
+    in_rest = collections.Counter()  # (rate, count) -> items in the length-ordered rest
     for batch in batches:
         assert 1 <= len(batch) <= 8
         assert len({i.fs for i in batch}) == 1
-        segments = {_speechmos_segments(math.ceil(i.num_samples * 16000 / i.fs)) for i in batch}
-        assert len(segments) == 1, [(i.fs, i.num_samples) for i in batch]
         assert [i.num_samples for i in batch] == sorted(i.num_samples for i in batch)
-    # Length order alone would have mixed segment counts in a batch (what grouping avoids).
+        counts = {segments(i) for i in batch}
+        pure = len(batch) == 8 and len(counts) == 1
+        for i in batch:
+            (in_pure if pure else in_rest)[i.fs, segments(i)] += 1
+    total = collections.Counter((i.fs, segments(i)) for i in items)
+    for key, n in total.items():
+        # Whole batches of one count wherever it has 8 items; fewer than 8 left for the rest.
+        assert in_pure[key] == n - n % 8, (key, n, in_pure[key])
+        assert in_rest[key] < 8, (key, in_rest[key])
+    assert sum(in_pure.values()) > 0
+    # Length order alone would have mixed segment counts in a batch (what the full batches avoid).
+    mixed_before = 0
     for fs in (8000, 16000, 48000):
         by_length = sorted((i for i in items if i.fs == fs), key=lambda i: i.num_samples)
         for k in range(0, len(by_length), 8):
-            chunk = by_length[k : k + 8]
-            counts = {_speechmos_segments(i.num_samples * 16000 // fs) for i in chunk}
-            mixed_before += len(counts) > 1
+            mixed_before += len({segments(i) for i in by_length[k : k + 8]}) > 1
     assert mixed_before > 0
     assert plan_batches(items, batch_size=8) == batches  # deterministic
+
+
+def test_plan_batches_small_corpus_keeps_length_batches():
+    # No count fills a batch: the plan is plain length order (no extra compiled shapes).
+    items = [_Item(f"u{k}", "x.wav", 16000, n) for k, n in enumerate([52000, 70000, 60000, 90000])]
+    assert plan_batches(items, batch_size=8) == [sorted(items, key=lambda i: i.num_samples)]

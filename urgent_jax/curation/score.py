@@ -9,8 +9,8 @@ uid, fs, duration_s, dnsmos_sig/bak/ovrl/p808 (metrics.dnsmos), distill_mos (met
 bandwidth_hz and target_fs (audio.bandwidth, §5.1), speech_ratio, clipping_ratio, snr_db,
 dc_offset (audio.quality), path.
 
-Batching: headers are read first; utterances are grouped by rate and DNSMOS segment count
-(`plan_batches`), sorted by length, and batched;
+Batching: headers are read first; utterances are grouped by rate, sorted by length, and batched,
+full batches of one DNSMOS segment count first (`plan_batches`);
 each batch is padded to one of 4 lengths per octave and a power-of-two row count (the padding of
 evaluate.score), and DNSMOS gets the segment count its batch needs, so compiles stay bounded
 (`summary["shapes"]` lists them). A Grain dataset over the planned batches decodes audio in
@@ -231,22 +231,31 @@ def _header(uid: str, fs: int | None, path: str) -> _Item | tuple[str, str]:
 
 
 def plan_batches(items: Sequence[_Item], batch_size: int) -> list[list[_Item]]:
-    """Batches of one rate and one DNSMOS segment count each, sorted by length (then uid, so plans
-    are deterministic).
+    """Batches of one rate each, sorted by length (then uid, so plans are deterministic); every
+    full batch that one DNSMOS segment count can fill holds only that count.
 
     DNSMOS scores every row of a batch over the batch's largest segment count, and that count is
     not monotonic in length (a 3.3 s clip is doubled twice into 4 segments, a 4.6 s clip once into
-    1), so mixing counts in a batch would score padding segments.
+    1), so mixed batches score padding segments. Each count's items fill whole batches of their
+    own; the fewer than batch_size left over per count are batched together by length, so small
+    corpora do not pay a compile per (count, length) pair.
     """
     from urgent_jax.metrics.dnsmos import required_segments
 
-    def key(item: _Item) -> tuple:
-        return (item.fs, required_segments([item.num_samples], item.fs), item.num_samples, item.uid)
+    def segments(item: _Item) -> int:
+        return required_segments([item.num_samples], item.fs)
 
     batches = []
-    for (_, _), group in itertools.groupby(sorted(items, key=key), key=lambda i: key(i)[:2]):
-        group = list(group)
-        batches += [group[k : k + batch_size] for k in range(0, len(group), batch_size)]
+    for rate in sorted({i.fs for i in items}):
+        group = sorted((i for i in items if i.fs == rate), key=lambda i: (i.num_samples, i.uid))
+        rest = []
+        for _, same in itertools.groupby(sorted(group, key=segments), key=segments):
+            same = list(same)  # still in length order: the sort is stable
+            full = len(same) - len(same) % batch_size
+            batches += [same[k : k + batch_size] for k in range(0, full, batch_size)]
+            rest += same[full:]
+        rest.sort(key=lambda i: (i.num_samples, i.uid))
+        batches += [rest[k : k + batch_size] for k in range(0, len(rest), batch_size)]
     return batches
 
 
@@ -365,7 +374,10 @@ def score_corpus(
     scorer = scorer or Scorer()
     total_h = sum(i.num_samples / i.fs for i in items) / 3600
     progress = tqdm(
-        total=round(total_h, 4), unit="h", desc="scoring", disable=not use_progress_bar
+        total=total_h,
+        desc="scoring",
+        disable=not use_progress_bar,
+        bar_format="{l_bar}{bar}| {n:.4f}/{total:.4f} h of audio [{elapsed}<{remaining}]{postfix}",
     )
     try:
         if batches:
@@ -401,7 +413,9 @@ def score_corpus(
                         audio_s += row["duration_s"]
                 scores_out.flush()
                 errors_out.flush()
-                progress.update(round(sum(i.num_samples / i.fs for i in batch) / 3600, 6))
+                progress.update(sum(i.num_samples / i.fs for i in batch) / 3600)
+                elapsed = time.perf_counter() - start
+                progress.set_postfix_str(f"{progress.n / (elapsed / 3600):.1f} h audio/h")
     finally:
         progress.close()
         scores_out.close()
