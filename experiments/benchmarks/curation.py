@@ -54,7 +54,13 @@ def same_scores_pipeline(scp: Path, scorer, batch_size: int) -> tuple[float, int
     """Ours on the reference's scores only (DNSMOS + bandwidth), batched as score_corpus plans it,
     reads included: (seconds of a warm run, number of batches)."""
     from urgent_jax.audio.bandwidth import estimate_bandwidth
-    from urgent_jax.curation.score import _header, _LoadBatch, plan_batches, read_speech_scp
+    from urgent_jax.curation.score import (
+        _header,
+        _LoadBatch,
+        fill_rows,
+        plan_batches,
+        read_speech_scp,
+    )
     from urgent_jax.metrics import dnsmos
 
     listed = read_speech_scp(scp)
@@ -65,9 +71,7 @@ def same_scores_pipeline(scp: Path, scorer, batch_size: int) -> tuple[float, int
         for batch in batches:
             _, audio, lengths, _ = load(batch)
             fs = batch[0].fs
-            rows = np.flatnonzero(lengths)
-            index = np.full(len(lengths), rows[0])
-            index[rows] = rows
+            index = fill_rows(np.flatnonzero(lengths), len(lengths))
             audio, lengths = audio[index], lengths[index]
             segs = dnsmos.required_segments(lengths, fs)
             mos = dnsmos.dnsmos(audio, lengths, fs, params=scorer._dnsmos_params, max_segs=segs)

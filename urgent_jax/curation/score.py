@@ -242,15 +242,14 @@ def plan_batches(items: Sequence[_Item], batch_size: int) -> list[list[_Item]]:
     """
     from urgent_jax.metrics.dnsmos import required_segments
 
-    def segments(item: _Item) -> int:
-        return required_segments([item.num_samples], item.fs)
-
     batches = []
     for rate in sorted({i.fs for i in items}):
         group = sorted((i for i in items if i.fs == rate), key=lambda i: (i.num_samples, i.uid))
+        # (segment count, position in length order), one count per item
+        counted = sorted((required_segments([i.num_samples], rate), k) for k, i in enumerate(group))
         rest = []
-        for _, same in itertools.groupby(sorted(group, key=segments), key=segments):
-            same = list(same)  # still in length order: the sort is stable
+        for _, same in itertools.groupby(counted, key=lambda c: c[0]):
+            same = [group[k] for _, k in same]  # in length order
             full = len(same) - len(same) % batch_size
             batches += [same[k : k + batch_size] for k in range(0, full, batch_size)]
             rest += same[full:]
@@ -283,6 +282,14 @@ class _LoadBatch:
             audio[k, : len(x)], lengths[k] = x, len(x)
             reasons.append("")
         return batch, audio, lengths, reasons
+
+
+def fill_rows(valid: Sequence[int], num_rows: int) -> np.ndarray:
+    """Row index that keeps the `valid` rows and fills the others (bad files, padding rows) with
+    the first valid one, so every scored row holds real audio."""
+    index = np.full(num_rows, valid[0])
+    index[list(valid)] = valid
+    return index
 
 
 # --- scoring --------------------------------------------------------------------------------------
@@ -392,9 +399,7 @@ def score_corpus(
                     if r:
                         error(batch[k].uid, r)
                 if valid:
-                    # Rows without audio (bad files, padding rows) repeat a valid row.
-                    index = np.full(len(lengths), valid[0])
-                    index[valid] = valid
+                    index = fill_rows(valid, len(lengths))
                     values = scorer(audio[index], lengths[index], batch[0].fs)
                     for k in valid:
                         row = {c: float(v[k]) for c, v in values.items()}
