@@ -22,11 +22,13 @@ import soundfile as sf
 import soxr
 
 from tests.metrics.references import pad_batch, reference_lsd
-from urgent_jax.metrics.lsd import _magnitude, lsd, lsd_settings
+from urgent_jax.metrics.lsd import _magnitude_compensated, _magnitude_float64, lsd, lsd_settings
 
 REL_TOL = 1e-3  # |ours / reference - 1| per example
 
-lsd_jit = jax.jit(lsd, static_argnames="sample_rate")
+lsd_jit = jax.jit(lsd, static_argnames=("sample_rate", "float64"))
+# Both STFTs: float64 (the default on CPU and GPU) and compensated float32 (TPU).
+STFTS = pytest.mark.parametrize("float64", [True, False], ids=["stft64", "stft32c"])
 
 
 @pytest.fixture(scope="module")
@@ -60,11 +62,12 @@ def resampled(pairs, sample_rate):
     return [(convert(r), convert(e)) for r, e in pairs]
 
 
+@STFTS
 @pytest.mark.parametrize("sample_rate", [16000, 8000, 22050, 48000])
-def test_padded_batch_matches_reference(speech, sample_rate):
+def test_padded_batch_matches_reference(speech, sample_rate, float64):
     pairs = resampled(speech, sample_rate)
     refs, ests, lengths = pad_batch(pairs, fill=0.7)  # non-zero tails must be ignored
-    ours = np.asarray(lsd_jit(refs, ests, lengths, sample_rate=sample_rate))
+    ours = np.asarray(lsd_jit(refs, ests, lengths, sample_rate=sample_rate, float64=float64))
     expected = np.array([reference_lsd(r, e, sample_rate) for r, e in pairs])
     np.testing.assert_allclose(ours, expected, rtol=REL_TOL, atol=0)
     assert expected[3] < expected[0]  # clean + 30 dB noise vs the same clean at 0 dB
@@ -114,16 +117,19 @@ def soxr_speech(speech):
     return soxr.resample(speech[0][0][:48000], 16000, 48000, "HQ")
 
 
-def test_stft_resolves_float32_rounding_noise(soxr_speech):
+@pytest.mark.parametrize("magnitude", [_magnitude_float64, _magnitude_compensated])
+def test_stft_resolves_float32_rounding_noise(soxr_speech, magnitude):
     n_fft, hop = lsd_settings(48000)
     x = soxr_speech
     spec = librosa.stft(x.astype(np.float64), n_fft=n_fft, hop_length=hop, pad_mode="constant")
     expected = np.abs(spec).T  # [frames, bins], float64
-    ours = np.asarray(_magnitude(jnp.asarray(x[None]), n_fft, hop))[0]
+    ours = np.asarray(jax.jit(magnitude, static_argnums=(1, 2))(x[None], n_fft, hop))[0]
     empty = slice(int(8500 / 48000 * n_fft), None)  # bins above 8.5 kHz
     assert np.median(expected[:, empty]) < 1e-8 * expected.max()
     rel = np.abs(ours[:, empty] - expected[:, empty]) / expected[:, empty]
     assert np.median(rel) < 1e-4 and np.percentile(rel, 99) < 1e-2
+    if magnitude is _magnitude_float64:  # the reference's own arithmetic, rounded to float32
+        assert rel.max() < 1e-6
     # A plain float32 STFT errs by as much as the content there.
     frames = librosa.util.frame(np.pad(x, n_fft // 2), frame_length=n_fft, hop_length=hop).T
     window = np.hanning(n_fft + 1)[:-1].astype(np.float32)
@@ -131,13 +137,27 @@ def test_stft_resolves_float32_rounding_noise(soxr_speech):
     assert np.median(np.abs(plain[:, empty] - expected[:, empty]) / expected[:, empty]) > 1e-2
 
 
+@STFTS
 @pytest.mark.parametrize("sample_rate", [22050, 48000])
-def test_empty_band_with_exact_gains(speech, sample_rate):
+def test_empty_band_with_exact_gains(speech, sample_rate, float64):
     """est = ref and est = ref / 2 (gains 1 and 2, exact in any summation order): the distance comes
     from the bins where S ~ 1e-8, i.e. the empty band, and needs no rounding of the estimate."""
     x = soxr.resample(speech[1][0], 16000, sample_rate, "HQ")
     ests = np.stack([x, 0.5 * x])
-    ours = np.asarray(lsd_jit(np.stack([x, x]), ests, sample_rate=sample_rate))
+    ours = np.asarray(lsd_jit(np.stack([x, x]), ests, sample_rate=sample_rate, float64=float64))
     expected = [reference_lsd(x, e, sample_rate) for e in ests]
     np.testing.assert_allclose(ours, expected, rtol=REL_TOL)
     assert expected[0] > 0.1  # far from 0: the empty band dominates
+
+
+def test_default_stft_follows_backend(speech):
+    """float64=None takes the float64 STFT off TPU (this suite runs on CPU)."""
+    assert jax.default_backend() != "tpu"
+    clean, noisy = speech[0]
+    x = soxr.resample(clean, 16000, 48000, "HQ")
+    ests = np.stack([x, soxr.resample(noisy, 16000, 48000, "HQ")])
+    default = np.asarray(lsd_jit(np.stack([x, x]), ests, sample_rate=48000))
+    f64 = np.asarray(lsd_jit(np.stack([x, x]), ests, sample_rate=48000, float64=True))
+    compensated = np.asarray(lsd_jit(np.stack([x, x]), ests, sample_rate=48000, float64=False))
+    np.testing.assert_array_equal(default, f64)
+    assert not np.array_equal(default, compensated)  # the two STFTs round differently

@@ -73,13 +73,14 @@ def frame(x, frame_length: int, hop_length: int):
     if x.shape[-1] < frame_length:
         raise ValueError(f"signal of {x.shape[-1]} samples is shorter than one frame ({frame_length})")
     if frame_length % hop_length == 0:
-        # Gather-free framing: split into hop-sized chunks and stack shifted views.
+        # Gather-free framing: split into hop-sized chunks and stack shifted views (a stack on a
+        # new axis fuses into one loop with its consumers; a concatenate is a separate pass).
         r = frame_length // hop_length
         count = 1 + (x.shape[-1] - frame_length) // hop_length
         chunks = x[..., : (count + r - 1) * hop_length]
         chunks = chunks.reshape(*x.shape[:-1], count + r - 1, hop_length)
         parts = [chunks[..., i : i + count, :] for i in range(r)]
-        return jnp.concatenate(parts, axis=-1)
+        return jnp.stack(parts, axis=-2).reshape(*x.shape[:-1], count, frame_length)
     return x[..., _frame_index(x.shape[-1], frame_length, hop_length)]
 
 

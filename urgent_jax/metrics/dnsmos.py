@@ -281,8 +281,14 @@ def _conv(x: jax.Array, w: jax.Array, b: jax.Array) -> jax.Array:
 
 
 def _pool(x: jax.Array) -> jax.Array:
-    """MaxPool 2x2, stride 2, floor: [N, H, W, C] -> [N, H // 2, W // 2, C]."""
-    return lax.reduce_window(x, -jnp.inf, lax.max, (1, 2, 2, 1), (1, 2, 2, 1), "VALID")
+    """MaxPool 2x2, stride 2, floor: [N, H, W, C] -> [N, H // 2, W // 2, C].
+
+    As maxima of strided slices, which XLA:CPU fuses with the convolution's ReLU; a reduce_window
+    after a convolution made the P.808 network twice as slow (2 cores, per segment: 15.5 -> 7.3 ms).
+    """
+    x = x[:, : x.shape[1] // 2 * 2, : x.shape[2] // 2 * 2]
+    rows = jnp.maximum(x[:, 0::2], x[:, 1::2])
+    return jnp.maximum(rows[:, :, 0::2], rows[:, :, 1::2])
 
 
 def _apply(layers: tuple[Layer, ...], x: jax.Array) -> jax.Array:

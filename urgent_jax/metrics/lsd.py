@@ -12,22 +12,30 @@ Precision. The log ratio weighs every bin alike, including bins 180 dB below the
 16 kHz recording resampled to 48 kHz with a steep filter (soxr) holds nothing above 8 kHz but the
 float32 rounding noise of its samples, ~2^-25 of their size. The reference's STFT (float64 inside
 librosa) resolves that noise; a plain float32 STFT errs by ~2^-24 of the frame norm in every bin,
-of the same order, and moves LSD by up to 10% on such signals. `_magnitude` (1) forms the windowed
-frame v exactly, as an unevaluated sum of two float32 numbers (products of 12-bit heads of sample
-and window are exact; Knuth's two-sum collects the rest), (2) applies k circular first differences
-u = (1 - z^-1)^k v in that format, also exactly, so that U = (2j sin(w/2))^k e^{-jkw/2} V, and
-(3) takes the float32 FFT of u for k in `_DIFFERENCE_POWERS`. The FFT error of u is ~2^-24 ||u||
-in every bin, i.e. 2^-24 ||u|| / |2 sin(w/2)|^k on V: differencing shrinks ||u|| (speech is
-low-pass) and divides the error in the high bins by up to 2^k. Each bin keeps the k with the
-smallest bound (k = 0, the plain FFT, near DC). This works when the empty band lies well above
-the occupied one (16 kHz speech at 48 kHz); closer to Nyquist (16 kHz speech at 22.05 kHz) less.
-Measured against librosa's STFT on NOIZEUS speech resampled with soxr 16 -> 48 kHz, above 8.5 kHz:
-median relative error 4e-6 (a plain float32 STFT: 0.2). LSD with exact gains (est = ref, ref / 2)
-is within 3e-6 of the reference at 48 kHz and 3e-4 at 22.05 kHz, where a plain float32 STFT is off
-by up to 1e-1. On such signals the score of a general pair also depends on the last bits of the
-float32 gain, through the rounding of the scaled estimate: the reference moves by up to ~1e-3 for a
-one-ulp change, and our gain sums in another order. The cost: LSD takes ~4x as long as with a
-plain float32 STFT (CPU, 16 x 4 s at 48 kHz).
+of the same order, and moves LSD by up to 10% on such signals. So the STFT runs in float64 as the
+reference's does (`_magnitude_float64`: float32 samples times the float64 window, float64 FFT,
+magnitudes rounded to float32), on CPU and GPU; this is also the fastest accurate way there (CPU,
+16 x 4 s: 12 ms at 16 kHz and 41 ms at 48 kHz, against 48 and 147 ms for the float32 scheme
+below).
+On the whole signal it equals librosa's magnitudes to float32 rounding.
+
+TPUs have no float64 FFT; there `_magnitude_compensated` reaches the same accuracy in float32. It
+(1) forms the windowed frame v exactly, as an unevaluated sum of two float32 numbers (products of
+12-bit heads of sample and window are exact; Knuth's two-sum collects the rest), (2) applies k
+circular first differences u = (1 - z^-1)^k v in that format, also exactly, so that
+U = (2j sin(w/2))^k e^{-jkw/2} V, and (3) takes the float32 FFT of u for k in `_DIFFERENCE_POWERS`.
+The FFT error of u is ~2^-24 ||u|| in every bin, i.e. 2^-24 ||u|| / |2 sin(w/2)|^k on V:
+differencing shrinks ||u|| (speech is low-pass) and divides the error in the high bins by up to
+2^k. Each bin keeps the k with the smallest bound (k = 0, the plain FFT, near DC). This works when
+the empty band lies well above the occupied one (16 kHz speech at 48 kHz); closer to Nyquist (16 kHz
+speech at 22.05 kHz) less. Measured against librosa's STFT on NOIZEUS speech resampled with soxr
+16 -> 48 kHz, above 8.5 kHz: median relative error 4e-6 (a plain float32 STFT: 0.2). LSD with exact
+gains (est = ref, ref / 2) is within 3e-6 of the reference at 48 kHz and 3e-4 at 22.05 kHz, where a
+plain float32 STFT is off by up to 1e-1. `lsd(..., float64=False)` selects it anywhere.
+
+On such signals the score of a general pair also depends on the last bits of the float32 gain,
+through the rounding of the scaled estimate: the reference moves by up to ~1e-3 for a one-ulp
+change, and our gain sums in another order.
 
 Padded batches: zero centre-padding makes the first 1 + len // hop frames of a zero-padded signal
 identical to those of the unpadded one, so each example averages exactly its own frames.
@@ -38,6 +46,7 @@ from __future__ import annotations
 import functools
 import math
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
@@ -49,6 +58,8 @@ from urgent_jax.metrics.sdr import map_in_chunks
 _EPS = 1e-8  # the reference's eps (gain denominator, magnitude floor and log floor)
 # Powers k of the circular first difference (1 - z^-1)^k whose spectra compete per bin (see module doc).
 _DIFFERENCE_POWERS = (0, 12)
+# Spectrum samples per step of a batch, by STFT precision (float64: True); measured on 2 CPU cores.
+CHUNK_BINS = {True: 1 << 19, False: 1 << 21}
 
 
 def lsd_settings(sample_rate: int) -> tuple[int, int]:
@@ -118,8 +129,20 @@ def _constants(n_fft: int):
     return windows, np.asarray(inv_gain, np.float32), np.asarray(log_inv, np.float32)
 
 
-def _magnitude(x, n_fft: int, hop: int):
-    """|STFT| of x [B, T]: periodic Hann, centred with zeros -> [B, frames, n_fft // 2 + 1]."""
+def _magnitude_float64(x, n_fft: int, hop: int):
+    """|STFT| of x [B, T] in float64 (periodic Hann, centred with zeros) -> float32
+    [B, frames, n_fft // 2 + 1]. Needs a backend with float64 FFTs (CPU, GPU)."""
+    pad = n_fft // 2
+    frames = frame(jnp.pad(x, [(0, 0), (pad, pad)]), n_fft, hop)  # exact float32 samples
+    with jax.enable_x64(True):
+        window = jnp.asarray(hann_window(n_fft), jnp.float64)
+        spec = jnp.fft.rfft(frames.astype(jnp.float64) * window, axis=-1)
+        return jnp.abs(spec).astype(jnp.float32)
+
+
+def _magnitude_compensated(x, n_fft: int, hop: int):
+    """|STFT| of x [B, T] to float64 accuracy in float32 arithmetic (see the module doc): periodic
+    Hann, centred with zeros -> [B, frames, n_fft // 2 + 1]."""
     (w1, w2, w3), inv_gain, log_inv_gain = _constants(n_fft)
     extra = _DIFFERENCE_POWERS[-1]
     pad = n_fft // 2
@@ -156,11 +179,12 @@ def _magnitude(x, n_fft: int, hop: int):
     return best
 
 
-def _lsd_chunk(ref, est, lengths, n_fft: int, hop: int):
+def _lsd_chunk(ref, est, lengths, n_fft: int, hop: int, float64: bool):
     gain = jnp.sum(ref * est, -1) / (jnp.sum(est * est, -1) + _EPS)
     est = est * gain[:, None]
     batch = ref.shape[0]
-    mag = _magnitude(jnp.concatenate([ref, est], 0), n_fft, hop)
+    magnitude = _magnitude_float64 if float64 else _magnitude_compensated
+    mag = magnitude(jnp.concatenate([ref, est], 0), n_fft, hop)
     ref_mag, est_mag = mag[:batch], mag[batch:]
     log_ratio = jnp.log(ref_mag**2 / (est_mag + _EPS) ** 2 + _EPS)  # [B, frames, bins]
     per_frame = jnp.sqrt(jnp.mean(log_ratio**2, -1))  # [B, frames]
@@ -169,16 +193,20 @@ def _lsd_chunk(ref, est, lengths, n_fft: int, hop: int):
     return jnp.sum(jnp.where(keep, per_frame, 0.0), -1) / jnp.maximum(valid, 1)
 
 
-def lsd(ref, est, lengths=None, sample_rate: int = 16000):
+def lsd(ref, est, lengths=None, sample_rate: int = 16000, float64: bool | None = None):
     """Log-spectral distance. ref, est [B, T] float32, lengths [B] -> [B] float32 (lower is better).
 
-    `sample_rate` must be static under jit (it sets the STFT size).
+    `sample_rate` must be static under jit (it sets the STFT size). `float64` picks the STFT: in
+    float64 (True) or compensated float32 (False); None (default) uses float64 unless the default
+    backend is a TPU. Both match the reference (module doc); float64 is faster where it exists.
     """
+    if float64 is None:
+        float64 = jax.default_backend() != "tpu"
     lengths, ref, est = masked_signals(lengths, ref, est)
     num_samples = ref.shape[-1]
     n_fft, hop = lsd_settings(sample_rate)
-    # ~2M spectrum samples per chunk (both signals).
-    chunk = max(1, (1 << 21) // (2 * n_fft * (1 + num_samples // hop)))
+    # ~CHUNK_BINS spectrum samples per chunk (both signals): cache-sized steps.
+    chunk = max(1, CHUNK_BINS[float64] // (2 * n_fft * (1 + num_samples // hop)))
     return map_in_chunks(
-        lambda r, e, n: _lsd_chunk(r, e, n, n_fft, hop), chunk, ref, est, lengths
+        lambda r, e, n: _lsd_chunk(r, e, n, n_fft, hop, float64), chunk, ref, est, lengths
     )
