@@ -53,7 +53,7 @@ from jax import lax
 
 from urgent_jax.audio.levels import masked_signals
 from urgent_jax.audio.stft import frame, frame_lengths, hann_window
-from urgent_jax.metrics.sdr import map_in_chunks
+from urgent_jax.metrics.sdr import float64_default, map_in_chunks
 
 _EPS = 1e-8  # the reference's eps (gain denominator, magnitude floor and log floor)
 # Powers k of the circular first difference (1 - z^-1)^k whose spectra compete per bin (see module doc).
@@ -200,8 +200,7 @@ def lsd(ref, est, lengths=None, sample_rate: int = 16000, float64: bool | None =
     float64 (True) or compensated float32 (False); None (default) uses float64 unless the default
     backend is a TPU. Both match the reference (module doc); float64 is faster where it exists.
     """
-    if float64 is None:
-        float64 = jax.default_backend() != "tpu"
+    float64 = float64_default() if float64 is None else bool(float64)
     lengths, ref, est = masked_signals(lengths, ref, est)
     num_samples = ref.shape[-1]
     n_fft, hop = lsd_settings(sample_rate)
