@@ -19,7 +19,9 @@ segment[:-160]; calibration polynomials on the raw primary scores; mean over seg
 Speed: segments overlap by 8.01 s and start on the primary model's frame grid (every 100 frames), so
 its four full-resolution conv layers (98% of its work) run once over all frames of the repeated
 signal; only the 4 frames at each segment border, which see that segment's zero padding, are redone
-per segment from 8-frame patches. This equals per-segment evaluation up to float rounding. The
+per segment from 8-frame patches (convolutions valid inside the patch, zero-padded at the segment's
+edge). The first conv after the first pool is shared the same way (4 outputs per border redone).
+This equals per-segment evaluation up to float rounding. The
 P.808 model cannot share work that way: each segment's features are normalised by that segment's
 maximum and clipped 80 dB below it, so they differ between segments from the first layer on.
 Repeated (short) clips get two exact shortcuts, chosen by `dnsmos` from host lengths as static
@@ -256,8 +258,11 @@ def load_dnsmos_params(
 # --- networks ---
 
 
-def _conv(x: jax.Array, w: jax.Array, b: jax.Array) -> jax.Array:
+def _conv(x: jax.Array, w: jax.Array, b: jax.Array, time_pad=(1, 1)) -> jax.Array:
     """3x3 convolution, zero padding 1, channels-last: [N, H, W, I] -> [N, H, W, O].
+
+    `time_pad` (zeros before, after on the H axis) other than (1, 1) gives the valid part of a
+    patch cut from a longer sequence: H + sum(time_pad) - 2 output frames.
 
     With one input channel (both networks' first layer) it is nine broadcast multiply-adds, which
     XLA fuses with the bias, ReLU and pooling that follow; measured on 2 cores, per segment: primary
@@ -265,19 +270,26 @@ def _conv(x: jax.Array, w: jax.Array, b: jax.Array) -> jax.Array:
     channel is a matrix product with 9-long rows).
     """
     if w.shape[2] == 1:
-        h, v = x.shape[-3:-1]
-        xp = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
+        xp = jnp.pad(x, ((0, 0), tuple(time_pad), (1, 1), (0, 0)))
+        h, v = xp.shape[1] - 2, x.shape[2]
         taps = [xp[:, i : i + h, j : j + v] * w[i, j, 0] for i in range(3) for j in range(3)]
         return functools.reduce(jnp.add, taps) + b
     y = lax.conv_general_dilated(
         x,
         w,
         window_strides=(1, 1),
-        padding=((1, 1), (1, 1)),
+        padding=(tuple(time_pad), (1, 1)),
         dimension_numbers=("NHWC", "HWIO", "NHWC"),
         precision=lax.Precision.HIGHEST,
     )
     return y + b
+
+
+def _edge_outputs(chain: tuple[Layer, ...], left: jax.Array, right: jax.Array):
+    """The outputs of a conv/relu `chain` next to a zero-padded sequence's start and end, from its
+    first and last frames (left, right [M, width + r, W, C], r = the chain's 3x3 convs): `width`
+    frames each, from convolutions that are valid inside and zero-padded at that edge."""
+    return _apply(chain, left, time_pad=(1, 0)), _apply(chain, right, time_pad=(0, 1))
 
 
 def _pool(x: jax.Array) -> jax.Array:
@@ -291,13 +303,14 @@ def _pool(x: jax.Array) -> jax.Array:
     return jnp.maximum(rows[:, :, 0::2], rows[:, :, 1::2])
 
 
-def _apply(layers: tuple[Layer, ...], x: jax.Array) -> jax.Array:
-    """Run a layer chain on channels-last input [..., H, W, C] (leading axes are batch)."""
+def _apply(layers: tuple[Layer, ...], x: jax.Array, time_pad=(1, 1)) -> jax.Array:
+    """Run a layer chain on channels-last input [..., H, W, C] (leading axes are batch);
+    `time_pad` goes to every convolution (see `_conv`)."""
     lead = x.shape[:-3]
     x = x.reshape(-1, *x.shape[-3:])
     for layer in layers:
         if layer[0] == "conv":
-            x = _conv(x, layer[1], layer[2])
+            x = _conv(x, layer[1], layer[2], time_pad)
         elif layer[0] == "relu":
             x = jnp.maximum(x, 0.0)
         elif layer[0] == "pool":
@@ -449,8 +462,8 @@ def _primary_scores(
 ) -> jax.Array:
     """Raw primary scores of segments 0..num_segs-1 of repeated audio [N, >= samples] -> [N, S, 3].
 
-    The full-resolution layers run once over all frames; each segment's 4 border frames (which see
-    the segment's zero padding) are redone from 8-frame patches. With `front_frames` (static) and
+    The full-resolution layers and the first conv after the first pool run once over all frames;
+    each segment's border frames (which see the segment's zero padding) are redone from patches. With `front_frames` (static) and
     `periods` [N] (frames, see `_periods`), they run over the first front_frames frames only and
     are reused periodically: frame f takes window frame r + (f - r) mod P (r = the layers'
     context), exact where P + 2r <= front_frames; other examples get NaN scores.
@@ -460,12 +473,9 @@ def _primary_scores(
     num_frames = _num_frames(num_segs)
     feats = _log_power(params, _frames(audio, num_frames))[..., None]  # [N, F, 161, 1]
 
-    def front_pooled(x):
-        return _pool(_apply(params.front, x))
-
     ok = None
     if front_frames is None or front_frames >= num_frames:
-        pooled = front_pooled(feats)  # [N, F / 2, 80, C]
+        pooled = _pool(_apply(params.front, feats))  # [N, F / 2, 80, C]
     else:
         window = _apply(params.front, feats[:, :front_frames])  # [N, W, 161, C]
         f = jnp.arange(num_frames)
@@ -476,17 +486,37 @@ def _primary_scores(
         full = jnp.take_along_axis(window, index[:, :, None, None], axis=1)
         pooled = _pool(full)  # [N, F / 2, 80, C]
     starts = jnp.arange(num_segs) * SEGMENT_FRAME_HOP  # segment starts in frames
-    left = feats[:, starts[:, None] + jnp.arange(2 * edge)]  # [N, S, 2e, 161, 1]
-    right = feats[:, starts[:, None] + NUM_FRAMES - 2 * edge + jnp.arange(2 * edge)]
-    left = front_pooled(left.reshape(-1, *left.shape[2:]))[:, : edge // 2]
-    right = front_pooled(right.reshape(-1, *right.shape[2:]))[:, edge // 2 :]
     n, s, half = feats.shape[0], num_segs, NUM_FRAMES // 2
+
+    def per_segment(x):  # [N * S, ...] -> [N, S, ...]
+        return x.reshape(n, s, *x.shape[1:])
+
+    # Full-resolution borders: each segment's first and last `edge` frames see its zero padding.
+    offsets = jnp.arange(edge + radius)
+    left = feats[:, starts[:, None] + offsets]  # [N, S, edge + r, 161, 1]
+    right = feats[:, starts[:, None] + NUM_FRAMES - edge - radius + offsets]
+    left, right = _edge_outputs(params.front, left.reshape(n * s, *left.shape[2:]),
+                                right.reshape(n * s, *right.shape[2:]))  # fmt: skip
     inner = starts[:, None] // 2 + jnp.arange(edge // 2, half - edge // 2)
-    left = left.reshape(n, s, *left.shape[1:])
-    right = right.reshape(n, s, *right.shape[1:])
-    seg = jnp.concatenate([left, pooled[:, inner], right], axis=2)  # [N, S, 450, 80, C]
-    # The back chain starts with the pool we already applied.
-    raw = _apply(params.back[1:], seg)
+    seg = jnp.concatenate(
+        [per_segment(_pool(left)), pooled[:, inner], per_segment(_pool(right))], axis=2
+    )  # [N, S, 450, 80, C]: each segment's first pooled frames
+    # The back chain starts with that pool, then conv, relu, pool. The conv also runs once over
+    # the shared pooled frames (segment starts are even there, so its pool grid is shared too);
+    # each segment redoes only the outputs that see its own border frames (edge / 2 + 1 of them,
+    # rounded up to whole pool pairs) from its own frames.
+    if tuple(layer[0] for layer in params.back[:4]) != ("pool", "conv", "relu", "pool"):
+        raise ValueError("primary model: expected pool, conv, relu, pool to start the back chain")
+    conv_relu = params.back[1:3]
+    pooled2 = _pool(_apply(conv_relu, pooled))  # [N, F / 4, 40, C]
+    width = edge // 2 + 2 - edge // 2 % 2  # outputs to redo per side, even
+    seg_flat = seg.reshape(n * s, *seg.shape[2:])
+    left, right = _edge_outputs(conv_relu, seg_flat[:, : width + 1], seg_flat[:, -width - 1 :])
+    inner = starts[:, None] // 4 + jnp.arange(width // 2, half // 2 - width // 2)
+    seg = jnp.concatenate(
+        [per_segment(_pool(left)), pooled2[:, inner], per_segment(_pool(right))], axis=2
+    )  # [N, S, 225, 40, C]
+    raw = _apply(params.back[4:], seg)
     return raw if ok is None else jnp.where(ok[:, None, None], raw, jnp.nan)
 
 
