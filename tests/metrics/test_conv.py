@@ -58,7 +58,9 @@ def test_winograd_and_direct_match_numpy(frames, time_pad, freq):
         ours = np.asarray(run(x, w))
         assert ours.shape == expected.shape
         # F(4, 3) rounds a little more than the direct sum (transform coefficients up to 8)
-        np.testing.assert_allclose(ours, expected, rtol=0, atol=(2e-5 if winograd else 2e-6) * scale)
+        np.testing.assert_allclose(
+            ours, expected, rtol=0, atol=(2e-5 if winograd else 2e-6) * scale
+        )
 
 
 def test_winograd_needs_time_stride_one():
@@ -68,7 +70,9 @@ def test_winograd_needs_time_stride_one():
         conv3x3(x, w, strides=(2, 1), winograd=True)
 
 
-@pytest.mark.parametrize(("winograd", "strides"), [(False, (1, 2)), (True, (1, 2)), (False, (2, 2))])
+@pytest.mark.parametrize(
+    ("winograd", "strides"), [(False, (1, 2)), (True, (1, 2)), (False, (2, 2))]
+)
 def test_module_equals_flax_conv(winograd, strides):
     """Same parameter tree as nn.Conv (so Distill-MOS checkpoints load unchanged), same output."""
     rng = np.random.default_rng(1)
