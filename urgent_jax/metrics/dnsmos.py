@@ -460,10 +460,11 @@ def _primary_scores(
     """Raw primary scores of segments 0..num_segs-1 of repeated audio [N, >= samples] -> [N, S, 3].
 
     The full-resolution layers and the first conv after the first pool run once over all frames;
-    each segment's border frames (which see the segment's zero padding) are redone from patches. With `front_frames` (static) and
-    `periods` [N] (frames, see `_periods`), they run over the first front_frames frames only and
-    are reused periodically: frame f takes window frame r + (f - r) mod P (r = the layers'
-    context), exact where P + 2r <= front_frames; other examples get NaN scores.
+    each segment's border frames (which see the segment's zero padding) are redone from patches.
+    With `front_frames` (static) and `periods` [N] (frames, see `_periods`), the full-resolution
+    layers run over the first front_frames frames only and are reused periodically: frame f takes
+    window frame r + (f - r) mod P (r = the layers' context), exact where P + 2r <= front_frames;
+    other examples get NaN scores.
     """
     radius = _front_radius(params)
     edge = radius + radius % 2  # border frames to redo, even so they pool on their own
@@ -492,12 +493,13 @@ def _primary_scores(
     offsets = jnp.arange(edge + radius)
     left = feats[:, starts[:, None] + offsets]  # [N, S, edge + r, 161, 1]
     right = feats[:, starts[:, None] + NUM_FRAMES - edge - radius + offsets]
-    left, right = _edge_outputs(params.front, left.reshape(n * s, *left.shape[2:]),
-                                right.reshape(n * s, *right.shape[2:]))  # fmt: skip
+    left = left.reshape(n * s, *left.shape[2:])
+    right = right.reshape(n * s, *right.shape[2:])
+    left, right = _edge_outputs(params.front, left, right)  # [N * S, edge, 161, C]
     inner = starts[:, None] // 2 + jnp.arange(edge // 2, half - edge // 2)
     seg = jnp.concatenate(
         [per_segment(_pool(left)), pooled[:, inner], per_segment(_pool(right))], axis=2
-    )  # [N, S, 450, 80, C]: each segment's first pooled frames
+    )  # [N, S, 450, 80, C]: each segment's pooled frames
     # The back chain starts with that pool, then conv, relu, pool. The conv also runs once over
     # the shared pooled frames (segment starts are even there, so its pool grid is shared too);
     # each segment redoes only the outputs that see its own border frames (edge / 2 + 1 of them,

@@ -16,7 +16,8 @@ of the same order, and moves LSD by up to 10% on such signals. So the STFT runs 
 reference's does (`_magnitude_float64`: float32 samples times the float64 window, float64 FFT,
 magnitudes rounded to float32), on CPU and GPU; this is also the fastest accurate way there (CPU,
 16 x 4 s: 12 ms at 16 kHz and 41 ms at 48 kHz, against 48 and 147 ms for the float32 scheme
-below). On NOIZEUS speech resampled to 48 kHz its magnitudes are within 5e-7 (relative) of librosa's.
+below). On NOIZEUS speech resampled to 48 kHz its magnitudes are within 5e-7 (relative) of
+librosa's.
 
 TPUs have no float64 FFT; there `_magnitude_compensated` reaches the same accuracy in float32. It
 (1) forms the windowed frame v exactly, as an unevaluated sum of two float32 numbers (products of
