@@ -49,8 +49,9 @@ _FLOAT64_LOAD = 1e-15  # diagonal load of the float64 solve, relative to lag 0
 
 def float64_default() -> bool:
     """Whether metrics with a float64 path (SDR, LSD) use it by default: on every backend but TPU,
-    which has no float64 FFT. Read at trace time from the default backend."""
-    return jax.default_backend() != "tpu"
+    which has no float64 FFT, where jax has the `enable_x64` context (jax 0.10 does). Read at trace
+    time from the default backend."""
+    return jax.default_backend() != "tpu" and hasattr(jax, "enable_x64")
 
 
 def map_in_chunks(fn, chunk: int, *arrays):
