@@ -145,16 +145,16 @@ def _levinson_scan(acf, bound: float, with_predictors: bool, rhs=None):
     return (jnp.concatenate([a0[None], rows], 0) if with_predictors else None), e, x
 
 
-def _levinson(acf, with_predictors: bool = True, bound: float = 1e-7):
+def _levinson(acf, with_predictors: bool = True):
     """Levinson-Durbin factorisation of the SPD Toeplitz matrices with first rows `acf` [N, L].
 
     Returns (U, E): U [L, N, L], row m of U[:, i] the order-m backward predictor (U[m, i, m] = 1), and
     E [L, N] the prediction errors, so that R_i^-1 = U_i^T diag(1/E_i) U_i. Reflection coefficients
-    are kept inside [-1 + bound, 1 - bound], so U^T diag(1/E) U stays SPD even where round-off makes
+    are kept inside (-1, 1) by 1e-7, so U^T diag(1/E) U stays SPD even where float32 round-off makes
     R numerically indefinite (callers check E for that). With `with_predictors=False` only E is
-    returned (cheap). Runs in the dtype of `acf`.
+    returned (cheap).
     """
-    u, e, _ = _levinson_scan(acf, bound, with_predictors)
+    u, e, _ = _levinson_scan(acf, 1e-7, with_predictors)
     return (u, e) if with_predictors else e
 
 
