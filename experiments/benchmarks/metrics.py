@@ -8,7 +8,8 @@ HQ, circularly shifted and tiled to `--seconds`. Ours: one batch of `--batch` cl
 metric, warm (a first call compiles), median of `--repeats` calls; PESQ goes through `PesqPool` (one
 worker process per core). Reference: the packages of REFERENCE.md §4, in this process, one clip at a
 time as the official scripts call them, on the first `--ref_clips` clips (at most 2 for MCD, whose
-reference runs at about one clip per second), median of one call after a warm-up call:
+reference runs at about one clip per second), after a warm-up call, median of `--repeats` calls
+(of as many as fit in 3 s, at least one, for the slow references):
 
     estoi        pystoi.stoi(extended=True)
     sdr          fast_bss_eval.bss_eval_sources (filter_length 512, clamp_db 50) with its torch
@@ -189,7 +190,7 @@ def run(name: str, sample_rate: int, args, state: dict, rows: list) -> None:
         print(f"  {name:12s} {sample_rate:6d} Hz: reference unavailable ({err}); ours only")
         rows.append((name, sample_rate, args.batch / t_ours, float("nan"), 0))
         return
-    t_ref = median_time(lambda: ref_fn(refs[:num_ref], ests[:num_ref]), 1)
+    t_ref = median_time(lambda: ref_fn(refs[:num_ref], ests[:num_ref]), args.repeats, budget_s=3.0)
     rows.append((name, sample_rate, args.batch / t_ours, num_ref / t_ref, num_ref))
     print(f"  {name:12s} {sample_rate:6d} Hz: ours {t_ours:.3f} s / {args.batch} clips, "
           f"reference {t_ref:.3f} s / {num_ref} clips", flush=True)  # fmt: skip

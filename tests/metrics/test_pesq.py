@@ -49,3 +49,24 @@ def test_pool_equals_serial_and_errors_are_nan(pairs):
     assert values[2] > 4.4 and reasons[0] == reasons[2] == ""
     assert np.isnan(pesq_one(np.zeros(16000), noisy[:16000], 16000)[0])
     assert "undefined" in pesq_one(clean, noisy, 11025)[1]
+
+
+def test_pool_buffer_grows_and_keeps_each_dtype(pairs):
+    """Batches go to the workers through a shared buffer: one larger than it restarts the pool
+    with a bigger buffer; float64 and float32 rows arrive unchanged, in their own order."""
+    clean, noisy = pairs
+    n = 16000
+    ref64 = np.stack([clean[:n], clean[n : 2 * n], clean[:n]])  # float64
+    est32 = np.stack([noisy[:n], noisy[n : 2 * n], clean[:n]]).astype(np.float32)
+    expected = [pesq(16000, r, e.astype(np.float64), "wb") for r, e in zip(ref64, est32)]
+    with PesqPool(2) as pool:
+        pool.MIN_BUFFER_BYTES = 16 * n  # fits one call with 1 pair of rows, not 3
+        first, _ = pool(ref64[:1], est32[:1], [n], 16000)
+        small = pool._buffer.size
+        values, reasons = pool(ref64, est32, [n, n, n], 16000)
+        assert pool._buffer.size >= max(2 * small, 12 * n * 3)
+        again, _ = pool(ref64[::-1], est32[::-1], [n, n, n], 16000)
+    assert first[0] == expected[0]
+    np.testing.assert_array_equal(values, expected)
+    np.testing.assert_array_equal(again, expected[::-1])
+    assert reasons == ["", "", ""]
