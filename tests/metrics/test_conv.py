@@ -1,5 +1,5 @@
-"""conv3x3 (direct and Winograd F(4, 3) along time) against a numpy convolution, and Distill-MOS's
-Conv3x3 module against flax's nn.Conv with the same parameters."""
+"""conv3x3 (direct and Winograd F(4, 3) / F(6, 3) along time) against a numpy convolution, and
+Distill-MOS's Conv3x3 module against flax's nn.Conv with the same parameters."""
 
 import flax.linen as nn
 import jax
@@ -43,7 +43,7 @@ def test_winograd_and_direct_match_numpy(frames, time_pad, freq):
     w = rng.standard_normal((3, 3, 8, 5)).astype(np.float32)
     expected = numpy_conv(x, w, time_pad, freq_pad, (1, freq_stride))
     scale = np.abs(expected).max()
-    for winograd in (False, True):
+    for winograd in (0, 4, 6):
         run = jax.jit(
             lambda x, w, winograd=winograd: conv3x3(
                 x,
@@ -57,21 +57,23 @@ def test_winograd_and_direct_match_numpy(frames, time_pad, freq):
         )
         ours = np.asarray(run(x, w))
         assert ours.shape == expected.shape
-        # F(4, 3) rounds a little more than the direct sum (transform coefficients up to 8)
+        # Winograd rounds a little more than the direct sum (transform coefficients up to 32)
         np.testing.assert_allclose(
             ours, expected, rtol=0, atol=(2e-5 if winograd else 2e-6) * scale
         )
 
 
-def test_winograd_needs_time_stride_one():
+def test_winograd_needs_time_stride_one_and_a_known_tile():
     x = jnp.zeros((1, 8, 9, 4))
     w = jnp.zeros((3, 3, 4, 4))
     with pytest.raises(ValueError, match="time stride 1"):
         conv3x3(x, w, strides=(2, 1), winograd=True)
+    with pytest.raises(ValueError, match="tile must be one of"):
+        conv3x3(x, w, winograd=5)
 
 
 @pytest.mark.parametrize(
-    ("winograd", "strides"), [(False, (1, 2)), (True, (1, 2)), (False, (2, 2))]
+    ("winograd", "strides"), [(0, (1, 2)), (4, (1, 2)), (6, (1, 2)), (0, (2, 2))]
 )
 def test_module_equals_flax_conv(winograd, strides):
     """Same parameter tree as nn.Conv (so Distill-MOS checkpoints load unchanged), same output."""

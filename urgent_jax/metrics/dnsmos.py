@@ -275,9 +275,9 @@ def _conv(x: jax.Array, w: jax.Array, b: jax.Array, time_pad=(1, 1)) -> jax.Arra
         h, v = xp.shape[1] - 2, x.shape[2]
         taps = [xp[:, i : i + h, j : j + v] * w[i, j, 0] for i in range(3) for j in range(3)]
         return functools.reduce(jnp.add, taps) + b
-    # Winograd F(4, 3) along time where it measured faster (metrics/conv.py): the 32- and
+    # Winograd F(6, 3) along time where it measured faster (metrics/conv.py): the 32- and
     # 64-channel inputs, not the 128-channel one, and not the few-frame border patches.
-    winograd = 32 <= w.shape[2] <= 64 and x.shape[1] >= 16
+    winograd = 6 if 32 <= w.shape[2] <= 64 and x.shape[1] >= 16 else 0
     y = conv3x3(x, w, time_pad=time_pad, precision=lax.Precision.HIGHEST, winograd=winograd)
     return y + b
 
