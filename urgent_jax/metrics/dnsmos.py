@@ -275,9 +275,11 @@ def _conv(x: jax.Array, w: jax.Array, b: jax.Array, time_pad=(1, 1)) -> jax.Arra
         h, v = xp.shape[1] - 2, x.shape[2]
         taps = [xp[:, i : i + h, j : j + v] * w[i, j, 0] for i in range(3) for j in range(3)]
         return functools.reduce(jnp.add, taps) + b
-    # Winograd F(6, 3) along time where it measured faster (metrics/conv.py): the 32- and
-    # 64-channel inputs, not the 128-channel one, and not the few-frame border patches.
-    winograd = 6 if 32 <= w.shape[2] <= 64 and x.shape[1] >= 16 else 0
+    # Winograd F(6, 3) along time (metrics/conv.py) on every layer with >= 32 input channels but
+    # the few-frame border patches. In the whole network, per clip on 2 cores: F(4, 3) on the 32-
+    # and 64-channel layers (it made the 128-channel one slower) -> F(6, 3) there ~3% -> F(6, 3)
+    # on the 128-channel one too, another ~10% (3-6 s clips 450 -> 402 ms, 4 s 173 -> 162 ms).
+    winograd = 6 if w.shape[2] >= 32 and x.shape[1] >= 16 else 0
     y = conv3x3(x, w, time_pad=time_pad, precision=lax.Precision.HIGHEST, winograd=winograd)
     return y + b
 
