@@ -1,15 +1,18 @@
 """Metric throughput: our batched jax metrics vs the reference packages, in clips per second.
 
     python experiments/benchmarks/metrics.py [--fs 16000 48000] [--batch 16] [--seconds 4]
-        [--metrics estoi sdr pesq lsd mcd dnsmos distill_mos] [--repeats 3] [--ref_clips 4] [--quick]
+        [--metrics estoi sdr pesq lsd mcd dnsmos distill_mos] [--repeats 5] [--ref_clips 4] [--quick]
 
 Clips are the NOIZEUS (clean, noisy) pairs in ../shared/data/noizeus, resampled from 16 kHz with soxr
 HQ, circularly shifted and tiled to `--seconds`. Ours: one batch of `--batch` clips through the jitted
-metric, warm (a first call compiles), median of `--repeats` calls; PESQ goes through `PesqPool` (one
+metric, warm (a first call compiles); PESQ goes through `PesqPool` (one
 worker process per core). Reference: the packages of REFERENCE.md §4, in this process, one clip at a
 time as the official scripts call them, on the first `--ref_clips` clips (at most 2 for MCD, whose
-reference runs at about one clip per second), after a warm-up call, median of `--repeats` calls
-(of as many as fit in 3 s, at least one, for the slow references):
+reference runs at about one clip per second). Both warm up with one call, then take turns for
+`--repeats` rounds (so that both see the same machine load), each turn 0.2 s after the last (so
+that the other side's thread pools have stopped spinning) and calling back to back for ~0.25 s (at
+least once; the slow references in as many rounds as fit in 3 s, at least one); each side gets the
+median of its turns' mean call times:
 
     estoi        pystoi.stoi(extended=True)
     sdr          fast_bss_eval.bss_eval_sources (filter_length 512, clamp_db 50) with its torch
@@ -40,7 +43,7 @@ import soundfile as sf
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", ".."))
 sys.path.insert(0, os.path.dirname(__file__))
 
-from timing import median_time  # noqa: E402
+from timing import interleaved_median_times, median_time  # noqa: E402
 
 from urgent_jax import configure_cpu_kernels, configure_host_allocator  # noqa: E402
 from urgent_jax.metrics import dnsmos, distillmos  # noqa: E402
@@ -182,15 +185,17 @@ def run(name: str, sample_rate: int, args, state: dict, rows: list) -> None:
     refs, ests = load_clips(sample_rate, args.batch, args.seconds)
     lengths = np.full(args.batch, refs.shape[1], np.int32)
     ours_fn = ours(name, sample_rate, state)
-    t_ours = median_time(lambda: ours_fn(refs, ests, lengths), args.repeats)
+    run_ours = lambda: ours_fn(refs, ests, lengths)  # noqa: E731
     num_ref = min(args.ref_clips, 2 if name == "mcd" else args.ref_clips, args.batch)
     try:
         ref_fn = reference(name, sample_rate, state)
     except ImportError as err:  # e.g. a reference package without a wheel for this Python
         print(f"  {name:12s} {sample_rate:6d} Hz: reference unavailable ({err}); ours only")
+        t_ours = median_time(run_ours, args.repeats)
         rows.append((name, sample_rate, args.batch / t_ours, float("nan"), 0))
         return
-    t_ref = median_time(lambda: ref_fn(refs[:num_ref], ests[:num_ref]), args.repeats, budget_s=3.0)
+    run_ref = lambda: ref_fn(refs[:num_ref], ests[:num_ref])  # noqa: E731
+    t_ours, t_ref = interleaved_median_times([run_ours, run_ref], args.repeats, budget_s=3.0)
     rows.append((name, sample_rate, args.batch / t_ours, num_ref / t_ref, num_ref))
     print(f"  {name:12s} {sample_rate:6d} Hz: ours {t_ours:.3f} s / {args.batch} clips, "
           f"reference {t_ref:.3f} s / {num_ref} clips", flush=True)  # fmt: skip
@@ -202,7 +207,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--seconds", type=float, default=4.0)
     parser.add_argument("--metrics", nargs="+", default=list(METRICS), choices=METRICS)
-    parser.add_argument("--repeats", type=int, default=3, help="timed calls of ours (median)")
+    parser.add_argument("--repeats", type=int, default=5, help="timed rounds (median)")
     parser.add_argument("--ref_clips", type=int, default=4, help="clips scored by the reference")
     parser.add_argument("--quick", action="store_true", help="smoke run: 2 clips of 2 s, 1 repeat")
     args = parser.parse_args()

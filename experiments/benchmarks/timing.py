@@ -1,4 +1,4 @@
-"""Timing helper shared by the benchmarks: median wall time after a warm-up call."""
+"""Timing helpers shared by the benchmarks: median wall times after a warm-up call."""
 
 from __future__ import annotations
 
@@ -7,19 +7,43 @@ import time
 import numpy as np
 
 
-def median_time(fn, repeats: int, budget_s: float | None = None) -> float:
-    """Median wall time (s) of fn() over `repeats` calls, after one warm-up call (compiles).
-
-    budget_s: fewer calls (at least one) where `repeats` of them would take longer than this,
-    judged by the warm-up call.
-    """
-    t0 = time.perf_counter()
+def median_time(fn, repeats: int) -> float:
+    """Median wall time (s) of fn() over `repeats` calls, after one warm-up call (compiles)."""
     fn()
-    if budget_s is not None:
-        repeats = max(1, min(repeats, int(budget_s / max(time.perf_counter() - t0, 1e-9))))
     times = []
     for _ in range(repeats):
         t0 = time.perf_counter()
         fn()
         times.append(time.perf_counter() - t0)
     return float(np.median(times))
+
+
+def interleaved_median_times(
+    fns, repeats: int, budget_s: float | None = None, turn_s: float = 0.25, settle_s: float = 0.2
+) -> list[float]:
+    """Median wall time (s) per call of each of fns, after one warm-up call each, timed in
+    `repeats` rounds in which every function takes a turn, so that all see the same machine load
+    (on a shared machine it drifts within seconds). A turn calls its function back to back for
+    about `turn_s` (at least once) and counts the mean, which is steady-state throughput: a lone
+    short call right after another program's work also pays for cold caches and sleeping worker
+    threads. Each turn starts `settle_s` after the previous one ended: thread pools of the other
+    side (OpenBLAS, OpenMP in torch, XLA's) keep spinning for a while after their last call and
+    would take cores from this one. budget_s: a function whose `repeats` calls would take longer
+    than this, judged by its warm-up call, takes a turn only in the first rounds (at least one)."""
+    plans = []  # (calls per turn, turns)
+    for fn in fns:
+        t0 = time.perf_counter()
+        fn()
+        warm = max(time.perf_counter() - t0, 1e-9)
+        turns = repeats if budget_s is None else max(1, min(repeats, int(budget_s / warm)))
+        plans.append((max(1, int(turn_s / warm)), turns))
+    times: list[list[float]] = [[] for _ in fns]
+    for round_index in range(repeats):
+        for fn, (calls, turns), spent in zip(fns, plans, times):
+            if round_index < turns:
+                time.sleep(settle_s)
+                t0 = time.perf_counter()
+                for _ in range(calls):
+                    fn()
+                spent.append((time.perf_counter() - t0) / calls)
+    return [float(np.median(t)) for t in times]
