@@ -9,13 +9,7 @@ import numpy as np
 
 def median_time(fn, repeats: int) -> float:
     """Median wall time (s) of fn() over `repeats` calls, after one warm-up call (compiles)."""
-    fn()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return float(np.median(times))
+    return interleaved_median_times([fn], repeats, turn_s=0.0, settle_s=0.0)[0]
 
 
 def interleaved_median_times(
