@@ -9,6 +9,7 @@ import soundfile as sf
 
 from urgent_jax.audio.bandwidth import estimate_bandwidth, target_sample_rate
 from urgent_jax.audio.quality import quality_features
+from urgent_jax.curation.filter import filter_scores
 from urgent_jax.curation.score import read_scores, score_corpus
 from urgent_jax.metrics.registry import get_metric
 
@@ -50,3 +51,29 @@ def test_scores_equal_metric_functions(shared_data, tmp_path):
         for name in ("speech_ratio", "snr_db", "clipping_ratio", "dc_offset"):
             assert row[name] == pytest.approx(float(features[name][i]), rel=1e-5, abs=1e-6)
         assert row["duration_s"] == lengths[i] / 16000 and row["fs"] == 16000
+
+
+def test_without_distill_mos(shared_data, tmp_path):
+    """--nodistill_mos: that column is NaN, the others as with it; the filter refuses rules on it."""
+    x, fs = sf.read(shared_data / "noizeus" / "sp03.wav", dtype="float32")
+    path = tmp_path / "sp03.wav"
+    sf.write(path, x[: NUM_SAMPLES[0]], fs)
+    scp = tmp_path / "speech.scp"
+    scp.write_text(f"sp03 {fs} {path}\n")
+    kwargs = dict(batch_size=1, shard_index=0, shard_count=1, use_progress_bar=False)
+    score_corpus(scp, tmp_path / "with" / "scores.tsv", **kwargs)
+    score_corpus(scp, tmp_path / "without" / "scores.tsv", distill_mos=False, **kwargs)
+    full = read_scores(tmp_path / "with" / "scores.tsv")["sp03"]
+    row = read_scores(tmp_path / "without" / "scores.tsv")["sp03"]
+    assert np.isnan(row["distill_mos"]) and np.isfinite(full["distill_mos"])
+    assert {k: v for k, v in row.items() if k != "distill_mos"} == {
+        k: v for k, v in full.items() if k != "distill_mos"
+    }
+    rules = dict(min_scores={"distill_mos": 3.0}, corpora={})
+    with pytest.raises(ValueError, match="no utterance has a value for it"):
+        filter_scores(tmp_path / "without" / "scores.tsv", rules, tmp_path / "curated")
+    rules = dict(min_scores={"dnsmos_bak": 0.0}, corpora={})
+    summary = filter_scores(
+        tmp_path / "without" / "scores.tsv", rules, tmp_path / "curated", make_figures=False
+    )
+    assert summary["num_kept"] == 1

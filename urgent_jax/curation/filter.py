@@ -67,6 +67,24 @@ def failed_rules(row: Mapping, corpus: str, rules: Mapping) -> list[str]:
     return failed
 
 
+def _check_rule_columns(scores, table: Mapping[str, Mapping], rules: Mapping) -> None:
+    """A rule on a column that no row has a value for (e.g. distill_mos scored with
+    --nodistill_mos) would remove every utterance: refuse it."""
+    columns = set()
+    for key in ("min_scores", "max_scores"):
+        columns |= set(dict(rules.get(key) or {}))
+    for key in ("corpus_min_scores", "corpus_max_scores"):
+        for per_corpus in dict(rules.get(key) or {}).values():
+            columns |= set(dict(per_corpus or {}))
+    for column in sorted(columns):
+        values = [row[column] for row in table.values() if column in row]
+        if values and all(math.isnan(float(v)) for v in values):
+            raise ValueError(
+                f"{scores}: the rules bound {column!r}, but no utterance has a value for it "
+                "(scored with --nodistill_mos?)"
+            )
+
+
 def _load_rules(rules) -> dict:
     if isinstance(rules, str | os.PathLike):
         from urgent_jax.train.config_file import load_config
@@ -161,6 +179,7 @@ def filter_scores(
     start = time.perf_counter()
     rules = _load_rules(rules)
     table = read_scores(scores)
+    _check_rule_columns(scores, table, rules)
     langs = read_kv(utt2lang) if utt2lang is not None else {}
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
