@@ -54,7 +54,7 @@ def test_scores_equal_metric_functions(shared_data, tmp_path):
 
 
 def test_without_distill_mos(shared_data, tmp_path):
-    """--nodistill_mos: that column is NaN, the others as with it; the filter refuses rules on it."""
+    """--nodistill_mos: that column is NaN, the others as with it; filter refuses rules on it."""
     x, fs = sf.read(shared_data / "noizeus" / "sp03.wav", dtype="float32")
     path = tmp_path / "sp03.wav"
     sf.write(path, x[: NUM_SAMPLES[0]], fs)

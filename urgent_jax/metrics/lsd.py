@@ -185,7 +185,7 @@ def _magnitude_compensated(x, n_fft: int, hop: int):
 
 
 def _lsd_chunk(ref, est, lengths, n_fft: int, hop: int, float64: bool):
-    # Masking here rather than on the whole batch: fused with the step's reads, not a pass of its own.
+    # Masked here, not on the whole batch: fused into the step's reads instead of a pass of its own.
     lengths, ref, est = masked_signals(lengths, ref, est)
     gain = jnp.sum(ref * est, -1) / (jnp.sum(est * est, -1) + _EPS)
     est = est * gain[:, None]
