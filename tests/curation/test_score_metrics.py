@@ -17,6 +17,8 @@ NUM_SAMPLES = (147200, 147000)  # 9.2 s at 16 kHz
 
 
 def test_scores_equal_metric_functions(shared_data, tmp_path):
+    """Also --nodistill_mos (same batches: no new compiles): that column NaN, the others the same,
+    and the filter refuses a rule on it."""
     signals, lines = [], []
     for name, n in zip(("sp03", "sp04_casino_sn0"), NUM_SAMPLES):
         x, fs = sf.read(shared_data / "noizeus" / f"{name}.wav", dtype="float32")
@@ -52,28 +54,21 @@ def test_scores_equal_metric_functions(shared_data, tmp_path):
             assert row[name] == pytest.approx(float(features[name][i]), rel=1e-5, abs=1e-6)
         assert row["duration_s"] == lengths[i] / 16000 and row["fs"] == 16000
 
-
-def test_without_distill_mos(shared_data, tmp_path):
-    """--nodistill_mos: that column is NaN, the others as with it; filter refuses rules on it."""
-    x, fs = sf.read(shared_data / "noizeus" / "sp03.wav", dtype="float32")
-    path = tmp_path / "sp03.wav"
-    sf.write(path, x[: NUM_SAMPLES[0]], fs)
-    scp = tmp_path / "speech.scp"
-    scp.write_text(f"sp03 {fs} {path}\n")
-    kwargs = dict(batch_size=1, shard_index=0, shard_count=1, use_progress_bar=False)
-    score_corpus(scp, tmp_path / "with" / "scores.tsv", **kwargs)
-    score_corpus(scp, tmp_path / "without" / "scores.tsv", distill_mos=False, **kwargs)
-    full = read_scores(tmp_path / "with" / "scores.tsv")["sp03"]
-    row = read_scores(tmp_path / "without" / "scores.tsv")["sp03"]
-    assert np.isnan(row["distill_mos"]) and np.isfinite(full["distill_mos"])
-    assert {k: v for k, v in row.items() if k != "distill_mos"} == {
-        k: v for k, v in full.items() if k != "distill_mos"
-    }
-    rules = dict(min_scores={"distill_mos": 3.0}, corpora={})
-    with pytest.raises(ValueError, match="no utterance has a value for it"):
-        filter_scores(tmp_path / "without" / "scores.tsv", rules, tmp_path / "curated")
-    rules = dict(min_scores={"dnsmos_bak": 0.0}, corpora={})
-    summary = filter_scores(
-        tmp_path / "without" / "scores.tsv", rules, tmp_path / "curated", make_figures=False
+    without = tmp_path / "without" / "scores.tsv"
+    summary = score_corpus(
+        scp, without, batch_size=2, shard_index=0, shard_count=1, use_progress_bar=False,
+        distill_mos=False,
     )
-    assert summary["num_kept"] == 1
+    assert summary["num_scored"] == 2
+    for uid, row in read_scores(without).items():
+        assert np.isnan(row["distill_mos"]) and np.isfinite(scores[uid]["distill_mos"])
+        assert {k: v for k, v in row.items() if k != "distill_mos"} == {
+            k: v for k, v in scores[uid].items() if k != "distill_mos"
+        }
+    with pytest.raises(ValueError, match="no utterance has a value for it"):
+        filter_scores(without, dict(min_scores={"distill_mos": 3.0}), tmp_path / "curated")
+    summary = filter_scores(
+        without, dict(min_scores={"dnsmos_bak": 0.0}), tmp_path / "curated", make_figures=False
+    )
+    assert summary["num_kept"] == 2
+
