@@ -23,11 +23,18 @@ def interleaved_median_times(
     threads. Each turn starts `settle_s` after the previous one ended: thread pools of the other
     side (OpenBLAS, OpenMP in torch, XLA's) keep spinning for a while after their last call and
     would take cores from this one. budget_s: a function whose `repeats` calls would take longer
-    than this, judged by its warm-up call, takes a turn only in the first rounds (at least one).
+    than this, judged by a second call after the warm-up, takes a turn only in the first rounds
+    (at least one).
     A turn of several calls starts with one more, untimed: the first call after the other side's
     turn runs on caches that side filled (LSD at 48 kHz: 50-58 ms against 40 ms after it)."""
     plans = []  # (calls per turn, turns)
     for fn in fns:
+        fn()  # warm-up: compiles, loads
+        if budget_s is None and turn_s <= 0:  # one call per turn, every round: nothing to size
+            plans.append((1, repeats))
+            continue
+        # The turns are sized on a second call: sized on a compiling first call, a fast function
+        # got one call per turn (and no untimed call), each right after the other side's turn.
         t0 = time.perf_counter()
         fn()
         warm = max(time.perf_counter() - t0, 1e-9)
