@@ -8,11 +8,12 @@ HQ, circularly shifted and tiled to `--seconds`. Ours: one batch of `--batch` cl
 metric, warm (a first call compiles); PESQ goes through `PesqPool` (one
 worker process per core). Reference: the packages of REFERENCE.md §4, in this process, one clip at a
 time as the official scripts call them, on the first `--ref_clips` clips (at most 2 for MCD, whose
-reference runs at about one clip per second). Both warm up with one call, then take turns for
-`--repeats` rounds (so that both see the same machine load), each turn 0.2 s after the last (so
-that the other side's thread pools have stopped spinning) and calling back to back for ~0.25 s (at
-least once; the slow references in as many rounds as fit in 3 s, at least one); each side gets the
-median of its turns' mean call times:
+reference runs at about one clip per second). Both warm up with one call and size their turns on
+a second, then take turns for `--repeats` rounds (so that both see the same machine load), each
+turn 0.2 s after the last (so that the other side's thread pools have stopped spinning) and calling
+back to back for ~0.25 s after one untimed call (at least one timed call; the slow references in
+as many rounds as fit in 3 s, at least one); each side gets the median of its turns' mean call
+times (`timing.interleaved_median_times`):
 
     estoi        pystoi.stoi(extended=True)
     sdr          fast_bss_eval.bss_eval_sources (filter_length 512, clamp_db 50) with its torch

@@ -67,16 +67,21 @@ def failed_rules(row: Mapping, corpus: str, rules: Mapping) -> list[str]:
     return failed
 
 
+def _all_bounds(rules: Mapping) -> list[tuple[str, float]]:
+    """(column, bound) of every rule, the per-corpus ones of every corpus included."""
+    bounds = []
+    for key in ("min_scores", "max_scores"):
+        bounds += [(c, float(b)) for c, b in dict(rules.get(key) or {}).items()]
+    for key in ("corpus_min_scores", "corpus_max_scores"):
+        for per_corpus in dict(rules.get(key) or {}).values():
+            bounds += [(c, float(b)) for c, b in dict(per_corpus or {}).items()]
+    return bounds
+
+
 def _check_rule_columns(scores, table: Mapping[str, Mapping], rules: Mapping) -> None:
     """A rule on a column that no row has a value for (e.g. distill_mos scored with
     --nodistill_mos) would remove every utterance: refuse it."""
-    columns = set()
-    for key in ("min_scores", "max_scores"):
-        columns |= set(dict(rules.get(key) or {}))
-    for key in ("corpus_min_scores", "corpus_max_scores"):
-        for per_corpus in dict(rules.get(key) or {}).values():
-            columns |= set(dict(per_corpus or {}))
-    for column in sorted(columns):
+    for column in sorted({c for c, _ in _all_bounds(rules)}):
         values = [row[column] for row in table.values() if column in row]
         if values and all(math.isnan(float(v)) for v in values):
             raise ValueError(
@@ -128,13 +133,8 @@ def _plot_histograms(out: Path, scores: Mapping[str, dict], rules: Mapping) -> l
     import matplotlib.pyplot as plt
 
     lines = collections.defaultdict(set)
-    for key in ("min_scores", "max_scores"):
-        for column, bound in dict(rules.get(key) or {}).items():
-            lines[column].add(float(bound))
-    for key in ("corpus_min_scores", "corpus_max_scores"):
-        for per_corpus in dict(rules.get(key) or {}).values():
-            for column, bound in dict(per_corpus).items():
-                lines[column].add(float(bound))
+    for column, bound in _all_bounds(rules):
+        lines[column].add(bound)
     columns = sorted(set(lines) | {"dnsmos_ovrl", "distill_mos", "speech_ratio", "snr_db"})
     names = []
     for column in columns:
