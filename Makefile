@@ -3,7 +3,8 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip --disable-pip-version-check
-PYTEST_ARGS ?= -n 2
+# Whole modules per worker, slowest first (tests/conftest.py: SLOW_MODULES).
+PYTEST_ARGS ?= -n 2 --dist loadfile --no-loadscope-reorder
 QUICKSTART_OUT ?= runs/quickstart
 
 .PHONY: quickstart test venv clean-venv

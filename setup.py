@@ -20,7 +20,7 @@ EXTRAS = {
     # Reference packages the tests compare against (test-only; never imported by shipped code).
     "test": [
         "pytest>=8",
-        "pytest-xdist>=3.5",
+        "pytest-xdist>=3.8",
         "scipy>=1.13",
         "librosa>=0.10.2",
         "soxr>=0.5",

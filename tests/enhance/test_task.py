@@ -35,10 +35,11 @@ def test_si_snr_weight_subtracts_weighted_si_snr():
     variables = plain.init_variables(jax.random.key(1), None, fs)
     params = variables["params"]
     constants = {k: v for k, v in variables.items() if k != "params"}
-    loss0, aux0 = plain.loss_fn(params, constants, batch, key, fs)
-    loss1, aux1 = _task(40.0).loss_fn(params, constants, batch, key, fs)
+    # jitted: eager tracing of the model costs several times its compile
+    loss0, aux0 = jax.jit(plain.loss_fn, static_argnums=4)(params, constants, batch, key, fs)
+    loss1, aux1 = jax.jit(_task(40.0).loss_fn, static_argnums=4)(params, constants, batch, key, fs)
 
-    est = np.asarray(plain.enhance(variables, noisy, lengths, fs))
+    est = np.asarray(jax.jit(plain.enhance, static_argnums=3)(variables, noisy, lengths, fs))
     snr = np.mean([_numpy_si_snr(target[i, : lengths[i]], est[i, : lengths[i]]) for i in range(2)])
     np.testing.assert_allclose(float(aux0["si_snr"]), snr, rtol=1e-3, atol=1e-3)
     np.testing.assert_allclose(float(loss1), float(loss0) - 40.0 * snr, rtol=1e-4, atol=0.05)

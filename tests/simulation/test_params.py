@@ -77,8 +77,8 @@ def test_codec_and_bandwidth_choices(drawn):
     values, counts = np.unique(q.bw_fs_new, return_counts=True)
     assert list(values) == [8000, 16000, 22050, 24000, 32000, 44100]
     assert _chi2_ok(counts, [1] * 6)
-    r = jax.tree.map(np.asarray, P.sample_batch_params(jax.random.PRNGKey(0), jnp.full((50,), 8000),
-                                                       sample_rate=8000, max_num_samples=8000))
+    r = jax.tree.map(np.asarray, jax.jit(lambda k: P.sample_batch_params(
+        k, jnp.full((50,), 8000), sample_rate=8000, max_num_samples=8000))(jax.random.PRNGKey(0)))
     assert np.all(r.bw_fs_new == 8000) and np.all(r.bw_method == -1)
 
 
@@ -114,7 +114,7 @@ def test_packet_loss_matches_official_distribution(drawn):
 
 
 def test_same_key_same_params_different_key_different():
-    f = lambda k: P.sample_batch_params(k, jnp.full((8,), 32000), sample_rate=FS, max_num_samples=32000)  # noqa: E731
+    f = jax.jit(lambda k: P.sample_batch_params(k, jnp.full((8,), 32000), sample_rate=FS, max_num_samples=32000))
     a, b, c = f(jax.random.PRNGKey(0)), f(jax.random.PRNGKey(0)), f(jax.random.PRNGKey(1))
     assert all(np.array_equal(x, y) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
     assert not np.array_equal(a.snr_db, c.snr_db)

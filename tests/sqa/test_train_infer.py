@@ -15,7 +15,7 @@ from urgent_jax.sqa.data import read_jsonl, write_jsonl
 from urgent_jax.sqa.task import FROZEN, SqaTask, merge_variables
 from urgent_jax.sqa.train import train
 from urgent_jax.train.config_file import load_config
-from urgent_jax.train.loop import make_train_fns, train_step
+from urgent_jax.train.loop import make_train_fns
 from urgent_jax.train.optim import make_optimizer
 from urgent_jax.train import sharding
 
@@ -120,11 +120,13 @@ def test_frozen_frontend_gets_no_update(corpus):
         loader.close()
     tx, _ = make_optimizer(lr=1e-2, schedule="linear", warmup_steps=0,
                            total_steps=100, clip_norm=1.0, weight_decay=0.01)
-    fns = make_train_fns(task, tx, sharding.make_mesh(1), 0, *task.example_batch())
+    mesh = sharding.make_mesh(1)
+    fns = make_train_fns(task, tx, mesh, 0, *task.example_batch())
     state = fns.init()
     assert "frontend" not in state.params and "frontend" in state.constants[FROZEN]
-    new_state, metrics = train_step(state, jax.tree.map(np.asarray, batch), task=task, tx=tx,
-                                    sample_rate=rate)
+    state_before = jax.device_get(state)  # the jitted step donates its input state
+    new_state, metrics = fns.step(state, sharding.global_batch(batch, mesh), rate)
+    state = state_before
     assert np.isfinite(float(metrics["loss"]))
     for a, b in zip(jax.tree.leaves(state.constants), jax.tree.leaves(new_state.constants)):
         np.testing.assert_array_equal(a, b)

@@ -15,21 +15,30 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests.conftest import TEST_XLA_FLAGS
+
 REPO = Path(__file__).resolve().parents[2]
 SMOKE = "configs/se/bsrnn.py:smoke"
 TIMEOUT = 420
 
 
-def _env(tmp_cache: Path, **extra) -> dict:
+def _env(tmp_cache: Path, xla_flags: str = "") -> dict:
+    """The subprocess chooses its own CPU kernel flags; it gets only the suite's test flags and
+    `xla_flags`."""
     env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
-    env.update(URGENT_JAX_CACHE=str(tmp_cache), PYTHONPATH=str(REPO), **extra)
+    env.update(URGENT_JAX_CACHE=str(tmp_cache), PYTHONPATH=str(REPO))
+    flags = " ".join(f for f in (TEST_XLA_FLAGS, xla_flags) if f)
+    if flags:
+        env["XLA_FLAGS"] = flags
     return env
 
 
 def _train_cmd(workdir: Path, sources: Path, *overrides: str) -> list[str]:
     return [
         sys.executable, "-m", "urgent_jax.enhance.train", f"--config={SMOKE}", f"--workdir={workdir}",
-        f"--config.data.sources_dir={sources}", "--config.data.sample_rates=(8000,)", *overrides,
+        f"--config.data.sources_dir={sources}", "--config.data.sample_rates=(8000,)",
+        # no augmentations: the codec's host callback would keep the simulator out of the compile cache
+        "--config.data.sim.num_aug_probs=(1.0,)", *overrides,
     ]  # fmt: skip
 
 
@@ -144,7 +153,7 @@ def test_sigterm_saves_and_exits_cleanly(tmp_path, demo_sources, cache):
 
 
 def test_sharded_step_equals_unsharded_on_8_devices(cache):
-    env = _env(cache, XLA_FLAGS="--xla_force_host_platform_device_count=8")
+    env = _env(cache, xla_flags="--xla_force_host_platform_device_count=8")
     proc = _run([sys.executable, str(REPO / "tests" / "train" / "sharded_step_check.py")], env)
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = json.loads(proc.stdout.strip().splitlines()[-1])
