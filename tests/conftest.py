@@ -42,7 +42,7 @@ SHARED_DATA = Path(os.environ.get("URGENT_SHARED_DATA", REPO_ROOT.parent / "shar
 def pytest_collection_modifyitems(config, items):
     """Slow modules first (SLOW_MODULES order), the rest in collection order."""
     rank = {name: i for i, name in enumerate(SLOW_MODULES)}
-    items.sort(key=lambda item: rank.get(item.path.relative_to(TESTS_DIR).as_posix(), len(rank)))
+    items.sort(key=lambda item: rank.get(Path(os.path.relpath(item.path, TESTS_DIR)).as_posix(), len(rank)))
 
 
 @pytest.fixture(scope="session")
