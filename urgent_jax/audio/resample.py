@@ -1,15 +1,22 @@
-"""Rational sample-rate conversion with a Kaiser-windowed sinc, as one polyphase strided convolution.
+"""Rational sample-rate conversion by windowed-sinc filters, as one polyphase strided convolution.
 
-Conversion orig_sr -> new_sr is up-sampling by `up`, low-pass filtering at the intermediate rate
-orig_sr * up and keeping every `down`-th sample (up/down = new_sr/orig_sr in lowest terms), exactly the
-scheme of scipy.signal.resample_poly (zero padding outside the signal, output length ceil(n * up / down)).
-The filter differs: it is designed for a fixed stop-band attenuation (default 85 dB) with the pass band
-ending at `passband` and the stop band starting at `stopband` times the lower Nyquist frequency.
+Two filters, one scheme. Conversion orig_sr -> new_sr with up/down = new_sr/orig_sr in lowest terms
+computes output q * up + p (phase p) as a dot product of the input window starting at
+q * down + i_min with the p-th phase of the filter.
 
-The polyphase form computes only the kept outputs: output q * up + p is a dot product of the input
-window starting at q * down with the p-th phase of the filter. Those dot products are regrouped into a
-stride-1 convolution over blocks of input samples with dense channel mixing (see `_block_kernel`), which
-XLA runs as GEMM-shaped work on CPU and GPU alike.
+`resample` (the house resampler): up-sampling by `up`, a Kaiser-windowed low-pass at the intermediate
+rate orig_sr * up and keeping every `down`-th sample, exactly the scheme of
+scipy.signal.resample_poly (zero padding outside the signal, output length ceil(n * up / down)). The
+filter is designed for a fixed stop-band attenuation (default 85 dB) with the pass band ending at
+`passband` and the stop band starting at `stopband` times the lower Nyquist frequency.
+
+`resample_sinc_hann`: torchaudio's `Resample` / `functional.resample` with its defaults
+(sinc_interp_hann, lowpass_filter_width 6, rolloff 0.99), for metrics whose reference resamples that
+way (Distill-MOS). Its filter is a Hann-windowed sinc of a fixed number of zero crossings, evaluated
+at the exact phase offsets; its output length is torchaudio's (see `sinc_hann_resampled_length`).
+
+The phase dot products are regrouped into a stride-1 convolution over blocks of input samples with
+dense channel mixing (see `_regroup`), which XLA runs as GEMM-shaped work on CPU and GPU alike.
 """
 
 from __future__ import annotations
@@ -100,15 +107,14 @@ def _polyphase_kernel(orig_sr, new_sr, passband, stopband, attenuation_db):
     return up, down, phases, i_min
 
 
-@functools.lru_cache(maxsize=64)
-def _block_kernel(orig_sr, new_sr, passband, stopband, attenuation_db, min_block: int = 64):
-    """The polyphase filter regrouped as a stride-1 convolution over blocks of samples.
+def _regroup(up: int, down: int, phases: np.ndarray, i_min: int, min_block: int = 64):
+    """Phase filters [up, width] (output q * up + p = sum_r x[q * down + i_min + r] * phases[p, r])
+    regrouped as a stride-1 convolution over blocks of samples -> (g, j_min, kernel float32).
 
     `g` consecutive output groups (g * up samples) are computed from blocks of g * down input samples:
     Y[b] = sum_j X[b + j_min + j] @ K[j], K [J, g * down, g * up]. Dense channel mixing keeps the work in
     GEMM-shaped kernels, which is several times faster than a strided one-channel convolution.
     """
-    up, down, phases, i_min = _polyphase_kernel(orig_sr, new_sr, passband, stopband, attenuation_db)
     width = phases.shape[1]
     g = max(1, -(-min_block // down))
     b_in, b_out = g * down, g * up
@@ -120,6 +126,32 @@ def _block_kernel(orig_sr, new_sr, passband, stopband, attenuation_db, min_block
     r = (jj + j_min) * b_in + c - sub * down - i_min
     kernel = np.where((r >= 0) & (r < width), phases[p, np.clip(r, 0, width - 1)], 0.0)
     return g, j_min, kernel.astype(np.float32)
+
+
+@functools.lru_cache(maxsize=64)
+def _block_kernel(orig_sr, new_sr, passband, stopband, attenuation_db, min_block: int = 64):
+    """The Kaiser polyphase filter of `resample` regrouped by `_regroup`."""
+    up, down, phases, i_min = _polyphase_kernel(orig_sr, new_sr, passband, stopband, attenuation_db)
+    return _regroup(up, down, phases, i_min, min_block)
+
+
+def _apply_blocks(x, down: int, up: int, n_out: int, group: int, j_min: int, kernel):
+    """x [..., T] -> [..., n_out] through a `_regroup` kernel (zeros outside the signal)."""
+    b_in, b_out, num_j = group * down, group * up, kernel.shape[0]
+    lead, n = x.shape[:-1], x.shape[-1]
+    num_blocks = -(-n_out // b_out)
+    xs = x.reshape(-1, n)
+    # Extended input whose block 0 is input block j_min; num_blocks + num_j - 1 blocks in total.
+    if j_min < 0:
+        xs = jnp.pad(xs, [(0, 0), (-j_min * b_in, 0)])
+    else:
+        xs = xs[:, j_min * b_in :]
+    total = (num_blocks + num_j - 1) * b_in
+    xs = jnp.pad(xs, [(0, 0), (0, max(0, total - xs.shape[1]))])[:, :total]
+    blocks = xs.reshape(-1, num_blocks + num_j - 1, b_in)  # [N, blocks, b_in]
+    y = block_conv(blocks, kernel)  # [N, num_blocks, b_out]
+    y = y.reshape(-1, num_blocks * b_out)[:, :n_out]
+    return y.reshape(*lead, n_out)
 
 
 def resampled_length(num_samples: int, orig_sr: int, new_sr: int) -> int:
@@ -148,22 +180,8 @@ def resample(
     g = math.gcd(int(orig_sr), int(new_sr))
     up, down = int(new_sr) // g, int(orig_sr) // g
     group, j_min, kernel = _block_kernel(orig_sr, new_sr, passband, stopband, attenuation_db)
-    b_in, b_out, num_j = group * down, group * up, kernel.shape[0]
-    lead, n = x.shape[:-1], x.shape[-1]
-    n_out = resampled_length(n, orig_sr, new_sr)
-    num_blocks = -(-n_out // b_out)
-    xs = x.reshape(-1, n)
-    # Extended input whose block 0 is input block j_min; num_blocks + num_j - 1 blocks in total.
-    if j_min < 0:
-        xs = jnp.pad(xs, [(0, 0), (-j_min * b_in, 0)])
-    else:
-        xs = xs[:, j_min * b_in :]
-    total = (num_blocks + num_j - 1) * b_in
-    xs = jnp.pad(xs, [(0, 0), (0, max(0, total - xs.shape[1]))])[:, :total]
-    blocks = xs.reshape(-1, num_blocks + num_j - 1, b_in)  # [N, blocks, b_in]
-    y = block_conv(blocks, kernel)  # [N, num_blocks, b_out]
-    y = y.reshape(-1, num_blocks * b_out)[:, :n_out]
-    return y.reshape(*lead, n_out)
+    n_out = resampled_length(x.shape[-1], orig_sr, new_sr)
+    return _apply_blocks(x, down, up, n_out, group, j_min, kernel)
 
 
 def resample_numpy(x: np.ndarray, orig_sr: int, new_sr: int) -> np.ndarray:
@@ -182,3 +200,89 @@ def resample_numpy(x: np.ndarray, orig_sr: int, new_sr: int) -> np.ndarray:
     # resample_poly multiplies the window by `up`; design_resampler's taps already carry that gain.
     y = scipy.signal.resample_poly(x.astype(np.float64), up, down, axis=-1, window=taps / up)
     return y.astype(np.float32)
+
+
+# --- torchaudio's default resampler ------------------------------------------------------------
+
+
+@functools.lru_cache(maxsize=64)
+def sinc_hann_phases(
+    orig_sr: int, new_sr: int, lowpass_filter_width: int = 6, rolloff: float = 0.99
+) -> tuple[int, int, int, np.ndarray]:
+    """(up, down, half_width, phases [up, 2 half_width + down] float32) of torchaudio's
+    sinc_interp_hann resampler.
+
+    With down, up the gcd-reduced rates, the band edge is base = min(down, up) * rolloff (a fraction
+    of the lower rate's Nyquist) and the filter spans half_width = ceil(lowpass_filter_width * down /
+    base) input samples each side. Output phase p (time p / up of a frame) takes input sample
+    q * down - half_width + r with weight h(t), t = base * ((r - half_width) / down - p / up) clipped
+    to +-lowpass_filter_width zero crossings: h(t) = base / down * sinc(t) * cos^2(pi t / (2 width)).
+    As in torch, p / up is rounded to float32 (an int64 division) and the taps are stored in float32.
+    """
+    if orig_sr <= 0 or new_sr <= 0:
+        raise ValueError(f"sample rates must be positive, got {orig_sr} -> {new_sr}")
+    g = math.gcd(int(orig_sr), int(new_sr))
+    up, down = int(new_sr) // g, int(orig_sr) // g
+    base = min(down, up) * rolloff
+    half_width = math.ceil(lowpass_filter_width * down / base)
+    phase = (np.arange(up, dtype=np.float32) / np.float32(up)).astype(np.float64)  # [up]
+    offset = np.arange(-half_width, half_width + down, dtype=np.float64) / down  # input times
+    t = base * (offset[None, :] - phase[:, None])  # [up, 2 half_width + down], zero crossings
+    t = np.clip(t, -lowpass_filter_width, lowpass_filter_width)
+    window = np.cos(np.pi * t / (2 * lowpass_filter_width)) ** 2
+    phases = (base / down) * np.sinc(t) * window  # [up, 2 half_width + down]
+    return up, down, half_width, phases.astype(np.float32)
+
+
+@functools.lru_cache(maxsize=64)
+def _sinc_hann_block_kernel(orig_sr, new_sr, lowpass_filter_width, rolloff, min_block: int = 64):
+    up, down, half_width, phases = sinc_hann_phases(orig_sr, new_sr, lowpass_filter_width, rolloff)
+    return _regroup(up, down, phases.astype(np.float64), -half_width, min_block)
+
+
+def sinc_hann_resampled_length(num_samples: int, orig_sr: int, new_sr: int) -> int:
+    """torchaudio's output length for num_samples: ceil(up * num_samples / down) with the ratio
+    rounded to float32 first (torch makes a float32 tensor of it). That is one sample short of the
+    exact ceiling for some lengths once the output reaches the power of two above 2^24 / down: for
+    44.1 / 22.05 kHz -> 16 kHz (down 441) from 2^16 outputs, ~4.1 s (180697 samples at 44.1 kHz give
+    65559, not 65560); for 48 / 24 / 32 / 8 kHz -> 16 kHz only beyond 8 minutes."""
+    g = math.gcd(int(orig_sr), int(new_sr))
+    up, down = int(new_sr) // g, int(orig_sr) // g
+    return math.ceil(float(np.float32(up * int(num_samples) / down)))
+
+
+def sinc_hann_resampled_lengths(lengths, orig_sr: int, new_sr: int) -> jnp.ndarray:
+    """`sinc_hann_resampled_length` of an int array of lengths, in int32 arithmetic (jit-friendly);
+    exact for outputs below 2^24 samples (17 min at 16 kHz)."""
+    g = math.gcd(int(orig_sr), int(new_sr))
+    up, down = int(new_sr) // g, int(orig_sr) // g
+    lengths = jnp.asarray(lengths, jnp.int32)
+    # up * L / down = q + r / down, split to stay inside int32.
+    a, b = lengths // down, lengths % down
+    q, r = a * up + (b * up) // down, (b * up) % down
+    # float32(q + r / down) rounds down to q iff r / down < half its spacing 2^(e - 23), 2^e <= q,
+    # i.e. r * 2^24 < down * 2^e; both sides are exact in float32 (r < down < 2^24, e >= 0).
+    _, exponent = jnp.frexp(q.astype(jnp.float32))  # q = m 2^exponent, m in [0.5, 1)
+    pow2_e = jnp.ldexp(jnp.float32(1), exponent - 1)
+    rounds_to_q = r.astype(jnp.float32) * np.float32(2**24) < down * pow2_e
+    return q + ((r > 0) & ~rounds_to_q).astype(jnp.int32)
+
+
+def resample_sinc_hann(
+    x, orig_sr: int, new_sr: int, lowpass_filter_width: int = 6, rolloff: float = 0.99
+):
+    """torchaudio.transforms.Resample(orig_sr, new_sr) (defaults: sinc_interp_hann, width 6, rolloff
+    0.99) of x [..., T] -> float32 [..., sinc_hann_resampled_length(T)]; rates and T static.
+
+    Each signal is zero padded (half_width samples before it, half_width + down after it, as torchaudio
+    does), so for a padded batch whose samples past an example's length n are zero, that example's
+    first sinc_hann_resampled_length(n) outputs equal torchaudio's output for the example alone.
+    """
+    x = jnp.asarray(x, jnp.float32)
+    if orig_sr == new_sr:
+        return x
+    g = math.gcd(int(orig_sr), int(new_sr))
+    up, down = int(new_sr) // g, int(orig_sr) // g
+    group, j_min, kernel = _sinc_hann_block_kernel(orig_sr, new_sr, lowpass_filter_width, rolloff)
+    n_out = sinc_hann_resampled_length(x.shape[-1], orig_sr, new_sr)
+    return _apply_blocks(x, down, up, n_out, group, j_min, kernel)

@@ -6,8 +6,10 @@ padded batch; `DistillMOS` is the network on normalised 7.68 s crops (`DistillMO
 torch checkpoint (`distillmos/weights/distill_mos_v7.pt`, distillmos 0.9.1) once and caches it.
 
 Per example (reference `ConvTransformerSQAModel.forward` with segmenting on):
-  1. resample to 16 kHz. The reference CLI uses torchaudio `Resample`; here `audio.resample` (Kaiser
-     polyphase), so scores of non-16 kHz input differ from the CLI's by the resampler difference;
+  1. resample to 16 kHz with torchaudio's `Resample` defaults, as the reference CLI does (one file at
+     a time): `audio.resample_sinc_hann` (Hann-windowed sinc, 6 zero crossings, rolloff 0.99), on the
+     batch with the samples past each example's length zeroed, so each example's first
+     `sinc_hann_resampled_lengths` outputs (torchaudio's output length) are the reference's;
   2. crops of 122880 samples: shorter input is zero-padded at the end; input with overlength
      O = L - 122880 gives n = ceil(O / 16000) + 1 crops starting at int(c * O) for c in
      linspace(0, 1, n) (float64 rounding reproduced exactly, see `crop_starts`);
@@ -29,8 +31,8 @@ that REFERENCE.md §4.3 leaves implicit:
     the checkpoint stores it; that stored table is used (collection 'buffers');
   - pooling (NISQA PoolAttFF): softmax over time of linear2(ReLU(linear1(x))) (200 -> 400 -> 1),
     weighted sum of x, linear3 (200 -> 1); no masking (crops are always full length).
-Differences beyond float rounding: the resampler (step 1); a padded batch gets the longest example's
-crop count for every example, the extra crops are masked out of the mean.
+Differences beyond float rounding: none in the scores; a padded batch gets the longest example's crop
+count for every example, the extra crops are masked out of the mean.
 
 Layout: time-major, the spectrum is [N, 768 frames, 161 bins, 2] (NHWC for the convolutions)
 instead of the reference [N, 2, 161, 768]; the CNN output is flattened channel-major then frequency
@@ -57,7 +59,7 @@ import numpy as np
 from flax import traverse_util
 
 import urgent_jax
-from urgent_jax.audio.resample import resample
+from urgent_jax.audio.resample import resample_sinc_hann, sinc_hann_resampled_lengths
 from urgent_jax.audio.stft import stft
 from urgent_jax.metrics import torch_checkpoint
 from urgent_jax.metrics.conv import conv3x3
@@ -403,14 +405,6 @@ def crop_starts(lengths: jax.Array, max_crops: int) -> tuple[jax.Array, jax.Arra
 # --- metric -----------------------------------------------------------------------------------
 
 
-def _resampled_lengths(lengths: jax.Array, orig_sr: int, new_sr: int) -> jax.Array:
-    """ceil(n * new_sr / orig_sr) without int32 overflow (the output length of `resample`)."""
-    g = math.gcd(orig_sr, new_sr)
-    up, down = new_sr // g, orig_sr // g
-    q, r = lengths // down, lengths % down
-    return q * up + (r * up + down - 1) // down
-
-
 def distill_mos(
     est: jax.Array,
     lengths: jax.Array,
@@ -419,6 +413,9 @@ def distill_mos(
     crops_per_call: int | None = None,
 ) -> jax.Array:
     """Distill-MOS of a padded batch: est [B, T] at sample_rate Hz (static), lengths [B] -> MOS [B].
+
+    Samples past an example's length are ignored; other rates than 16 kHz are resampled as
+    torchaudio's `Resample` does (module docstring, step 1).
 
     params: variables from `load_params` (default: the shipped weights, loaded at trace time).
     The crops of the batch (B x the longest example's crop count) go through the network in steps
@@ -434,8 +431,11 @@ def distill_mos(
     if x.ndim != 2:
         raise ValueError(f"est must be [batch, time], got shape {x.shape}")
     if sample_rate != SAMPLE_RATE:
-        x = resample(x, sample_rate, SAMPLE_RATE)
-        lengths = _resampled_lengths(lengths, sample_rate, SAMPLE_RATE)
+        # The reference resamples each file alone (zeros after its end): zero the padding first,
+        # then everything past the example's resampled length is cut (masked below).
+        x = jnp.where(jnp.arange(x.shape[1])[None, :] < lengths[:, None], x, 0.0)
+        x = resample_sinc_hann(x, sample_rate, SAMPLE_RATE)
+        lengths = sinc_hann_resampled_lengths(lengths, sample_rate, SAMPLE_RATE)
     batch, num_samples = x.shape
     lengths = jnp.minimum(lengths, num_samples)
     x = jnp.where(jnp.arange(num_samples)[None, :] < lengths[:, None], x, 0.0)
