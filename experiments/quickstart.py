@@ -138,6 +138,18 @@ def curation_stage(corpus_dir: str, out_dir: str) -> dict:
     return {"score": scored, "filter": kept}
 
 
+def score_stage(validation_dir: str, enhanced_dir: str, scores_dir: str, **kwargs) -> dict:
+    """Stage 5: score enhanced and noisy speech against the validation targets, with the
+    validation meta.tsv and utt2lang for the breakdown (`score_cli.score` keyword arguments in
+    kwargs, e.g. metrics)."""
+    return score_cli.score(
+        os.path.join(validation_dir, "spk1.scp"), os.path.join(enhanced_dir, "inf.scp"), scores_dir,
+        meta_tsv=os.path.join(validation_dir, "log", "meta.tsv"),
+        utt2lang=os.path.join(validation_dir, "utt2lang"),
+        noisy_scp=os.path.join(validation_dir, "wav.scp"), **kwargs,
+    )  # fmt: skip
+
+
 def side_by_side(summary: dict) -> str:
     """Noisy vs enhanced means, one metric a row."""
     rows = [f"{'metric':<14}{'noisy':>10}{'enhanced':>10}{'delta':>10}"]
@@ -182,11 +194,7 @@ def main() -> None:
 
     scores_dir = os.path.join(args.out, "scores")
     print(f"\n[5/7] score noisy and enhanced speech -> {scores_dir}", flush=True)
-    scored = score_cli.score(
-        os.path.join(validation_dir, "spk1.scp"), os.path.join(enhanced_dir, "inf.scp"), scores_dir,
-        meta_tsv=os.path.join(validation_dir, "log", "meta.tsv"),
-        noisy_scp=os.path.join(validation_dir, "wav.scp"),
-    )  # fmt: skip
+    scored = score_stage(validation_dir, enhanced_dir, scores_dir)
     print(score_cli.format_summary(scored))
     print("\n" + side_by_side(scored))
 

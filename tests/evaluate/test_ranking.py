@@ -54,7 +54,8 @@ def test_plain_means_without_reranking_differ():
     }
     # overall = mean(1.5, 3), mean(2, 1), mean(2.5, 2), mean(2, 2)
     assert r.overall == {"A": 2.25, "B": 1.5, "C": 2.25, "D": 2.0}
-    assert r.place == {"A": 3, "B": 1, "C": 3, "D": 2}  # re-ranked: A and D tie at 2
+    # places = dense ranks of the overall means: B 1.5 -> 1, D 2.0 -> 2, A and C tie at 2.25 -> 3
+    assert r.place == {"A": 3, "B": 1, "C": 3, "D": 2}
     assert r.order() == ["B", "D", "A", "C"]
 
 

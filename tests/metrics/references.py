@@ -1,10 +1,35 @@
-"""Independent reference implementations of REFERENCE.md §4.1 (numpy, librosa, pysptk, fastdtw) and a
-padding helper, shared by the metric tests and experiments/benchmarks/metrics.py. Test-only dependencies."""
+"""Independent reference implementations of REFERENCE.md §4.1 (numpy, librosa, pysptk, fastdtw,
+fast_bss_eval) and a padding helper, shared by the metric tests and
+experiments/benchmarks/metrics.py. Test-only dependencies."""
 
 import librosa
 import numpy as np
 
-from urgent_jax.metrics.mcd import MCEP_PARAMS
+# Mel-cepstrum (order, all-pass constant) by sampling rate, REFERENCE.md §4.1 (MCD row), written
+# here rather than taken from urgent_jax.metrics.mcd so that the code's table is under test.
+MCEP_PARAMS = {
+    8000: (13, 0.31),
+    16000: (23, 0.42),
+    22050: (34, 0.45),
+    24000: (34, 0.46),
+    32000: (36, 0.50),
+    44100: (39, 0.53),
+    48000: (39, 0.55),
+}
+
+
+def reference_sdr(ref: np.ndarray, est: np.ndarray) -> float:
+    """The reference call of REFERENCE.md §4.1 for one source: fast_bss_eval through its torch
+    backend (its numpy backend fails under numpy 2), in float64."""
+    import fast_bss_eval
+    import torch
+
+    r = torch.from_numpy(np.asarray(ref, np.float64))[None]
+    e = torch.from_numpy(np.asarray(est, np.float64))[None]
+    out = fast_bss_eval.bss_eval_sources(
+        r, e, filter_length=512, zero_mean=False, compute_permutation=False, clamp_db=50
+    )
+    return float(out[0][0])
 
 
 def reference_lsd(ref: np.ndarray, est: np.ndarray, sample_rate: int) -> float:

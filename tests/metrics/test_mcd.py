@@ -10,8 +10,8 @@ import soxr
 
 import pysptk  # pysptk 1.0.1 needs pkg_resources: setuptools < 81 (pinned by the Makefile)
 
-from tests.metrics.references import pad_batch, reference_mcd
-from urgent_jax.metrics.mcd import MCEP_PARAMS, dtw, mcd, mel_cepstrum, sptk_hamming
+from tests.metrics.references import MCEP_PARAMS, pad_batch, reference_mcd
+from urgent_jax.metrics.mcd import dtw, mcd, mcep_params, mel_cepstrum, sptk_hamming
 
 
 MCD_REL_TOL = 1e-2  # |ours / reference - 1| per example (the issue's tolerance)
@@ -46,6 +46,11 @@ def test_padded_batch_matches_reference(speech, sample_rate):
     expected = np.array([reference_mcd(r, e, sample_rate) for r, e in pairs])
     np.testing.assert_allclose(ours, expected, rtol=MCD_REL_TOL)
     assert np.all(expected > 3.0)  # noisy speech: several dB
+
+
+def test_mcep_settings_are_the_reference_table():
+    """(order, alpha) per rate as REFERENCE.md §4.1 lists them (the table in references.py)."""
+    assert {fs: mcep_params(fs) for fs in MCEP_PARAMS} == MCEP_PARAMS
 
 
 def test_mel_cepstrum_matches_pysptk(speech):

@@ -1,4 +1,9 @@
-"""PESQ: equal to the pesq package (nb / wb / resampled wb), pool == serial, errors become NaN."""
+"""PESQ: equal to the pesq package (nb / wb / resampled wb), pool == serial, errors become NaN, a
+dead worker process is survived."""
+
+import os
+import signal
+from concurrent.futures.process import BrokenProcessPool
 
 import numpy as np
 import pytest
@@ -6,7 +11,7 @@ import scipy.signal
 import soxr
 from pesq import pesq
 
-from urgent_jax.metrics.pesq import PesqPool, pesq_one
+from urgent_jax.metrics.pesq import WORKER_DIED, PesqPool, pesq_one
 
 
 @pytest.fixture(scope="module")
@@ -70,3 +75,43 @@ def test_pool_buffer_grows_and_keeps_each_dtype(pairs):
     np.testing.assert_array_equal(values, expected)
     np.testing.assert_array_equal(again, expected[::-1])
     assert reasons == ["", "", ""]
+
+
+def test_pool_restarts_after_a_worker_dies(pairs):
+    """A killed worker breaks the executor: the pool restarts and later batches score normally."""
+    clean, noisy = pairs
+    n = 32000
+    ref = np.stack([clean[:n], clean[n : 2 * n]]).astype(np.float32)
+    est = np.stack([noisy[:n], noisy[n : 2 * n]]).astype(np.float32)
+    expected = [
+        pesq(16000, r.astype(np.float64), e.astype(np.float64), "wb") for r, e in zip(ref, est)
+    ]
+    with PesqPool(2) as pool:
+        first, _ = pool(ref, est, [n, n], 16000)
+        os.kill(next(iter(pool._pool._processes)), signal.SIGKILL)  # e.g. a crash in the C library
+        for _ in range(2):
+            values, reasons = pool(ref, est, [n, n], 16000)
+            np.testing.assert_array_equal(values, expected)
+            assert reasons == ["", ""]
+    np.testing.assert_array_equal(first, expected)
+
+
+def test_batch_that_breaks_the_pool_twice_is_skipped(pairs, monkeypatch):
+    """Retried once; then the batch's items are NaN with a reason; the next batch still scores."""
+    clean, noisy = pairs
+    n = 16000
+    ref, est = clean[None, :n].astype(np.float32), noisy[None, :n].astype(np.float32)
+    expected = pesq(16000, ref[0].astype(np.float64), est[0].astype(np.float64), "wb")
+    attempts = []
+
+    def broken(*args):
+        attempts.append(args)
+        raise BrokenProcessPool("a worker died")
+
+    with PesqPool(2) as pool:
+        monkeypatch.setattr(pool, "_map", broken)
+        values, reasons = pool(ref, est, [n], 16000)
+        assert len(attempts) == 2 and np.isnan(values[0]) and reasons == [WORKER_DIED]
+        monkeypatch.undo()
+        values, reasons = pool(ref, est, [n], 16000)
+    assert values[0] == expected and reasons == [""]

@@ -15,6 +15,7 @@ import scipy.signal
 import soundfile as sf
 import torch
 
+from tests.metrics.references import reference_sdr
 from urgent_jax.metrics.sdr import map_in_chunks, sdr, si_sdr
 
 SDR_TOL_DB = 0.05  # |ours - fast_bss_eval| on every pair (the issue's tolerance)
@@ -26,16 +27,6 @@ sdr_jit = jax.jit(
 # Both solvers: float64 (the default off TPU) and the float32 scheme (TPU).
 SOLVERS = pytest.mark.parametrize("float64", [True, False], ids=["f64", "f32"])
 si_sdr_jit = jax.jit(si_sdr, static_argnames=("sample_rate", "zero_mean", "clamp_db"))
-
-
-def reference_sdr(ref: np.ndarray, est: np.ndarray) -> float:
-    """The reference call of REFERENCE.md §4.1 for one source, in float64."""
-    r = torch.from_numpy(np.asarray(ref, np.float64))[None]
-    e = torch.from_numpy(np.asarray(est, np.float64))[None]
-    out = fast_bss_eval.bss_eval_sources(
-        r, e, filter_length=512, zero_mean=False, compute_permutation=False, clamp_db=50
-    )
-    return float(out[0][0])
 
 
 def si_sdr_numpy(ref, est, zero_mean=True):

@@ -199,19 +199,22 @@ def json_safe(obj):
 
 def write_breakdown(
     output_dir: PathLike,
-    meta_tsv: PathLike,
+    meta_tsv: PathLike | Sequence[MetaRow],
     *,
     utt2lang: PathLike | Mapping[str, str] | None = None,
     scores: Mapping[str, Mapping[str, float]] | None = None,
 ) -> dict:
     """Compute the breakdown of `scores` (default: read from output_dir) and write BREAKDOWN.md
-    and breakdown.json into output_dir. `utt2lang` is a file or a mapping."""
+    and breakdown.json into output_dir. `meta_tsv` is a file or its rows, `utt2lang` a file or a
+    mapping."""
     out = Path(output_dir)
     if scores is None:
         scores = read_score_dir(out)
     if utt2lang is not None and not isinstance(utt2lang, Mapping):
         utt2lang = read_kv(utt2lang)
-    result = compute_breakdown(scores, read_meta_tsv(meta_tsv), utt2lang=utt2lang)
+    if isinstance(meta_tsv, (str, os.PathLike)):
+        meta_tsv = read_meta_tsv(meta_tsv)
+    result = compute_breakdown(scores, meta_tsv, utt2lang=utt2lang)
     out.mkdir(parents=True, exist_ok=True)
     (out / BREAKDOWN_MD).write_text(format_markdown(result), encoding="utf-8")
     with open(out / BREAKDOWN_JSON, "w", encoding="utf-8") as f:

@@ -2,14 +2,18 @@
 
     python -m urgent_jax.evaluate.score --ref_scp spk1.scp --inf_scp inf.scp --output_dir OUT \
         [--metrics pesq,estoi,sdr,si_sdr,lsd,mcd,dnsmos,distill_mos] [--meta_tsv meta.tsv] \
-        [--utt2lang utt2lang] [--noisy_scp wav.scp] [--batch_size 16] [--num_workers 2] \
-        [--metric_weights name=/path ...] [--metric_loader name=module:function ...] [--noreport]
+        [--utt2lang utt2lang] [--text text] [--noisy_scp wav.scp] [--batch_size 16] \
+        [--num_workers 2] [--metric_weights name=/path ...] \
+        [--metric_loader name=module:function ...] [--plugin_option name.key=value ...] [--noreport]
 
 Outputs (REFERENCE.md §1.4): `OUT/<OUTPUT>.scp` (`uid value`, Python float repr, `nan` on failure)
 for every output of every metric, `OUT/RESULTS.txt` (`<OUTPUT>: <nanmean, 4 decimals>`), plus
 `OUT/errors.tsv` (uid, metric or `*`, reason), `OUT/summary.json` (inputs, metrics, error counts),
 with --noisy_scp the same files for the noisy inputs under `OUT/noisy/`, with --meta_tsv
-BREAKDOWN.md / breakdown.json (`breakdown.py`), and report.md + figures/ (`report.py`).
+BREAKDOWN.md / breakdown.json (`breakdown.py`, languages from --utt2lang when given), and
+report.md + figures/ (`report.py`). --utt2lang and --text (`uid transcript`) also give plug-ins
+their per-utterance labels (`registry.LABELS`). meta.tsv, utt2lang and text are read and checked
+before any metric is built: a malformed line stops the command with `file:line: reason`.
 
 Utterances are paired by uid in inf.scp order (reference-only uids follow, as NaN). File headers
 are read first to plan: utterances are grouped by sampling rate, sorted by length and batched; each
@@ -19,10 +23,15 @@ decoded in a thread pool a few batches ahead of the metrics.
 
 Bad input never stops the run: the affected metrics get NaN for that utterance and errors.tsv says
 why (missing in ref / inf, unreadable file, sample rate or length mismatch, silent reference,
-non-finite samples, too short for a metric's `min_duration_s`, a metric's own reason such as a PESQ
-error). Intrusive problems leave the non-intrusive metrics computed on the enhanced signal. Only a
-metric that cannot be built (a plug-in without weights or loader: `MetricUnavailableError`) stops
-the command, at start, before any audio is read.
+non-finite samples, too short for a metric (`MetricSpec.min_samples`: its `min_duration_s`, and
+its `min_num_samples` at every rate), no label for a plug-in that needs one, a metric's own reason
+such as a PESQ error). Intrusive problems leave the non-intrusive metrics computed on the enhanced
+signal. A non-finite score (+-inf: SI-SDR of an all-zero estimate or of a constant reference, or of
+an exact copy) is written as NaN with "non-finite score" in errors.tsv, so every output (scp,
+RESULTS.txt, summary, breakdown, report) leaves it out of the means; the reference packages give
++-inf there (fast_bss_eval's 10 log10(0)), which would make the official nanmean +-inf. Only a
+metric that cannot be built (a plug-in without weights or loader: `MetricUnavailableError`) or
+missing labels stop the command, at start, before any audio is read.
 """
 
 from __future__ import annotations
@@ -42,10 +51,18 @@ import numpy as np
 from tqdm import tqdm
 
 from urgent_jax.audio.io import AudioFileError, audio_info, read_audio
-from urgent_jax.data.manifest import nanmean_scores, write_results, write_scores
+from urgent_jax.data.manifest import (
+    nanmean_scores,
+    read_kv,
+    read_meta_tsv,
+    write_results,
+    write_scores,
+)
 from urgent_jax.evaluate import breakdown as breakdown_lib
 from urgent_jax.evaluate import report as report_lib
 from urgent_jax.metrics.registry import (
+    LABELS,
+    MetricContext,
     MetricFn,
     MetricOptions,
     MetricSpec,
@@ -69,7 +86,9 @@ LENGTH_MISMATCH = "length mismatch"
 SILENT_REF = "silent reference"
 NON_FINITE = "non-finite samples"
 TOO_SHORT = "too short"
+MISSING_LABEL = "missing label"
 METRIC_NAN = "metric returned NaN"
+NON_FINITE_SCORE = "non-finite score"
 METRIC_FAILED = "metric failed"
 
 log = logging.getLogger(__name__)
@@ -128,6 +147,33 @@ def output_names(specs: Sequence[MetricSpec]) -> list[str]:
     return [output for spec in specs for output in spec.outputs]
 
 
+def context_labels(fn: MetricFn) -> tuple[str, ...] | None:
+    """Labels a MetricFn takes through `context=` (None: it takes no context)."""
+    return getattr(fn, "context_labels", None)
+
+
+def read_labels(
+    utt2lang: str | os.PathLike | None = None, text: str | os.PathLike | None = None
+) -> dict[str, dict[str, str]]:
+    """{label name: {uid: label}} from the given files (`registry.LABELS`); ManifestError
+    (`file:line: reason`) on a missing file or a malformed line."""
+    labels = {}
+    if utt2lang is not None:
+        labels["lang"] = read_kv(utt2lang)
+    if text is not None:
+        labels["text"] = read_kv(text, allow_empty_value=True)  # official text may be empty
+    return labels
+
+
+def check_labels(names: Mapping[str, Sequence[str]], labels: Mapping[str, Mapping]) -> None:
+    """ValueError when a metric ({name: label names it needs}) needs a label file not given."""
+    for name, needed in names.items():
+        missing = [label for label in needed if label not in labels]
+        if missing:
+            flags = ", ".join(f"{LABELS[label]} FILE ({label})" for label in missing)
+            raise ValueError(f"metric '{name}' needs per-utterance labels: pass {flags}")
+
+
 # --- one scoring pass (enhanced or noisy) ------------------------------------------------------
 
 
@@ -139,6 +185,7 @@ class _Utterance:
     sample_rate: int = 0  # Hz, of the estimate
     num_samples: int = 0  # estimate length (header)
     blocked: dict[str, str] = dataclasses.field(default_factory=dict)  # metric -> reason
+    labels: dict[str, str] = dataclasses.field(default_factory=dict)  # label name -> value
 
 
 class _Errors:
@@ -204,10 +251,16 @@ def _check_headers(
     elif ref is not None and ref[1] != utt.num_samples:
         detail = f"ref {ref[1]}, inf {utt.num_samples} samples"
         errors.block(utt, errors.intrusive, f"{LENGTH_MISMATCH}: {detail}")
-    duration_s = utt.num_samples / utt.sample_rate if utt.sample_rate else 0.0
+    if utt.sample_rate <= 0:
+        errors.block(utt, errors.all, f"{UNREADABLE}: {utt.est_path}: no sample rate in the header")
+        return
+    duration_s = utt.num_samples / utt.sample_rate
     for spec in specs:
-        if duration_s < spec.min_duration_s:
-            detail = f"{duration_s:.3g} s < {spec.min_duration_s:g} s"
+        min_samples = spec.min_samples(utt.sample_rate)
+        if utt.num_samples < min_samples:
+            detail = f"{duration_s:.3g} s < {min_samples / utt.sample_rate:.3g} s"
+            if min_samples == spec.min_num_samples:  # the frame rule, not the duration, binds
+                detail += f" ({min_samples} samples at {utt.sample_rate} Hz)"
             errors.block(utt, [spec.name], f"{TOO_SHORT}: {detail}")
 
 
@@ -237,7 +290,20 @@ def _load_utterance(utt: _Utterance, need_ref: bool):
     return _load(utt.est_path), (_load(utt.ref_path) if need_ref else None)
 
 
-def _check_audio(utt: _Utterance, est, ref, errors: _Errors) -> None:
+def _check_labels(utt: _Utterance, fns: Mapping[str, MetricFn], labels, errors: _Errors) -> None:
+    """Look up the utterance's labels (by uid, else its `fileid...` part); block the metrics whose
+    labels it lacks."""
+    for name, fn in fns.items():
+        for label in context_labels(fn) or ():
+            table = labels[label]
+            value = table.get(utt.uid, table.get(breakdown_lib.normalise_id(utt.uid)))
+            if value is None:
+                errors.block(utt, [name], f"{MISSING_LABEL}: no {label} in {LABELS[label]}")
+            else:
+                utt.labels[label] = value
+
+
+def _check_audio(utt: _Utterance, est, ref, errors: _Errors, est_list: str) -> None:
     """Checks that need the samples (after decoding)."""
     if isinstance(est, str):
         errors.block(utt, errors.all, f"{UNREADABLE}: {est}")
@@ -245,7 +311,7 @@ def _check_audio(utt: _Utterance, est, ref, errors: _Errors) -> None:
         detail = f"{utt.est_path}: decoded {len(est)} samples, header says {utt.num_samples}"
         errors.block(utt, errors.all, f"{UNREADABLE}: {detail}")
     elif not np.all(np.isfinite(est)):
-        errors.block(utt, errors.all, f"{NON_FINITE}: inf")
+        errors.block(utt, errors.all, f"{NON_FINITE}: in the {est_list} audio")
     if ref is None:
         return
     if isinstance(ref, str):
@@ -254,17 +320,17 @@ def _check_audio(utt: _Utterance, est, ref, errors: _Errors) -> None:
         detail = f"{utt.ref_path}: decoded {len(ref)} samples, header says {utt.num_samples}"
         errors.block(utt, errors.intrusive, f"{UNREADABLE}: {detail}")
     elif not np.all(np.isfinite(ref)):
-        errors.block(utt, errors.intrusive, f"{NON_FINITE}: ref")
+        errors.block(utt, errors.intrusive, f"{NON_FINITE}: in the ref_scp audio")
     elif np.max(np.abs(ref), initial=0.0) < SILENCE_THRESHOLD:
         errors.block(utt, errors.intrusive, SILENT_REF)
 
 
 def _run_batch(
-    batch, loaded, specs, fns, errors: _Errors, result: PassResult, batch_size: int
+    batch, loaded, specs, fns, errors: _Errors, result: PassResult, batch_size: int, est_list: str
 ) -> None:
     """Pad one batch, run every metric on the rows it may see, store values and reasons."""
     for utt, (est, ref) in zip(batch, loaded):
-        _check_audio(utt, est, ref, errors)
+        _check_audio(utt, est, ref, errors, est_list)
     sample_rate = batch[0].sample_rate
     num_rows = min(batch_size, 1 << (len(batch) - 1).bit_length())  # power of two: few shapes
     num_time = padded_num_samples(max(u.num_samples for u in batch))
@@ -285,10 +351,20 @@ def _run_batch(
         index = np.full(num_rows, valid[0])
         index[valid] = valid
         ref_in = ref_batch[index] if spec.intrusive else None
+        kwargs = {}
+        needed = context_labels(fns[spec.name])
+        if needed is not None:
+            rows = [batch[i] for i in index]
+            kwargs["context"] = MetricContext(
+                uids=tuple(u.uid for u in rows),
+                labels={k: tuple(u.labels[k] for u in rows) for k in needed},
+            )
         result.shapes.add((sample_rate, num_rows, num_time))
         start = time.perf_counter()
         try:
-            values, reasons = fns[spec.name](ref_in, est_batch[index], lengths[index], sample_rate)
+            values, reasons = fns[spec.name](
+                ref_in, est_batch[index], lengths[index], sample_rate, **kwargs
+            )
             values = {o: np.asarray(values[o], np.float64).reshape(-1) for o in spec.outputs}
         except Exception as e:  # a metric bug must not lose the other metrics' scores
             log.warning("metric %s failed on a batch at %d Hz: %r", spec.name, sample_rate, e)
@@ -301,10 +377,14 @@ def _run_batch(
         for i in valid:
             utt = batch[i]
             row = {o: float(values[o][i]) for o in spec.outputs}
+            infinite = [f"{o} = {v!r}" for o, v in row.items() if math.isinf(v)]
             for output, value in row.items():
-                result.scores[output][utt.uid] = value
+                result.scores[output][utt.uid] = math.nan if math.isinf(value) else value
             reason = reasons[i] if i < len(reasons) else ""
             if reason:
+                errors.rows.append((utt.uid, spec.name, reason))
+            elif infinite:
+                reason = f"{NON_FINITE_SCORE}: {', '.join(infinite)}"
                 errors.rows.append((utt.uid, spec.name, reason))
             elif any(math.isnan(v) for v in row.values()):
                 errors.rows.append((utt.uid, spec.name, METRIC_NAN))
@@ -318,10 +398,14 @@ def score_pass(
     *,
     batch_size: int = 16,
     num_workers: int = 2,
+    labels: Mapping[str, Mapping[str, str]] | None = None,
+    est_list: str = "inf_scp",
     desc: str = "scoring",
     use_progress_bar: bool = True,
 ) -> PassResult:
-    """Score `est_paths` (uid -> audio path, in output order) against `ref_paths`, every metric."""
+    """Score `est_paths` (uid -> audio path, in output order) against `ref_paths`, every metric.
+    `labels` ({label name: {uid: value}}) serve the metrics that take a context; `est_list` names
+    the list est_paths came from (in reasons)."""
     if batch_size < 1:
         raise ValueError(f"batch_size must be positive, got {batch_size}")
     errors = _Errors(specs)
@@ -345,6 +429,7 @@ def score_pass(
     with concurrent.futures.ThreadPoolExecutor(max(1, num_workers)) as pool:
         for utt, header in zip(utts, pool.map(read_headers, utts)):
             _check_headers(utt, header, specs, errors, has_ref)
+            _check_labels(utt, fns, labels or {}, errors)
         batches = _plan(utts, batch_size)
         progress.update(len(utts) - sum(len(b) for b in batches))  # nothing left to compute
 
@@ -359,10 +444,16 @@ def score_pass(
             loaded = [f.result() for f in pending.popleft()]
             if k + PREFETCH_BATCHES < len(batches):
                 pending.append(submit(batches[k + PREFETCH_BATCHES]))
-            _run_batch(batch, loaded, specs, fns, errors, result, batch_size)
+            _run_batch(batch, loaded, specs, fns, errors, result, batch_size, est_list)
             progress.update(len(batch))
     progress.close()
     return result
+
+
+def _close(fns: Mapping[str, MetricFn]) -> None:
+    for fn in fns.values():
+        if hasattr(fn, "close"):
+            fn.close()
 
 
 # --- outputs ------------------------------------------------------------------------------------
@@ -424,6 +515,7 @@ def score(
     metrics: Sequence[str] | None = None,
     meta_tsv: str | os.PathLike | None = None,
     utt2lang: str | os.PathLike | None = None,
+    text: str | os.PathLike | None = None,
     noisy_scp: str | os.PathLike | None = None,
     batch_size: int = 16,
     num_workers: int = 2,
@@ -433,6 +525,8 @@ def score(
 ) -> dict:
     """Score inf.scp (uid -> enhanced audio) against ref_scp (uid -> reference; None: non-intrusive
     metrics only) with `metrics` (names; default every built-in metric) into `output_dir`.
+    meta_tsv (breakdown), utt2lang (breakdown languages, `lang` labels) and text (`text` labels)
+    are read first: ValueError (`file:line: reason`) before any metric is built.
 
     Returns a dict: output_dir, num_utterances, outputs (names), means ({output: nanmean}),
     scores ({output: {uid: value}}), errors ([(uid, metric, reason)]), error_counts ({kind:
@@ -440,25 +534,45 @@ def score(
     noisy_scores / noisy_errors / noisy_error_counts (None without `noisy_scp`).
     """
     start = time.perf_counter()
+    options = options or MetricOptions()
     specs = resolve_metrics(metrics, has_ref=ref_scp is not None)
     if not specs:
         raise ValueError("no metric to compute")
+    plugins = {s.name for s in specs if s.is_plugin}
+    for name in options.plugin_options:
+        if name not in plugins:
+            raise ValueError(
+                f"--plugin_option {name}.*: '{name}' is not a plug-in metric being run"
+            )
     ref_paths = report_lib.read_audio_list(ref_scp) if ref_scp is not None else None
     est_paths = report_lib.read_audio_list(inf_scp)
     noisy_paths = report_lib.read_audio_list(noisy_scp) if noisy_scp is not None else None
-    fns = build_metrics(specs, options or MetricOptions())  # fails fast (plug-ins)
+    meta_rows = read_meta_tsv(meta_tsv) if meta_tsv is not None else None
+    labels = read_labels(utt2lang, text)
+    check_labels({s.name: s.labels for s in specs}, labels)
+    fns = build_metrics(specs, options)  # fails fast (plug-ins)
+    try:
+        check_labels({n: context_labels(fn) or () for n, fn in fns.items()}, labels)
+    except ValueError:
+        _close(fns)
+        raise
     out_dir = Path(output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    kwargs = dict(batch_size=batch_size, num_workers=num_workers, use_progress_bar=use_progress_bar)
+    kwargs = dict(
+        batch_size=batch_size,
+        num_workers=num_workers,
+        labels=labels,
+        use_progress_bar=use_progress_bar,
+    )
     try:
         result = score_pass(est_paths, ref_paths, specs, fns, desc="enhanced", **kwargs)
         noisy = None
         if noisy_paths is not None:
-            noisy = score_pass(noisy_paths, ref_paths, specs, fns, desc="noisy", **kwargs)
+            noisy = score_pass(
+                noisy_paths, ref_paths, specs, fns, desc="noisy", est_list="noisy_scp", **kwargs
+            )
     finally:
-        for fn in fns.values():
-            if hasattr(fn, "close"):
-                fn.close()
+        _close(fns)
     means = _write_pass(out_dir, specs, result)
     noisy_means = _write_pass(out_dir / "noisy", specs, noisy) if noisy else None
     summary = {
@@ -470,6 +584,7 @@ def score(
             "noisy_scp": None if noisy_scp is None else str(noisy_scp),
             "meta_tsv": None if meta_tsv is None else str(meta_tsv),
             "utt2lang": None if utt2lang is None else str(utt2lang),
+            "text": None if text is None else str(text),
         },
         "metrics": [
             {
@@ -493,11 +608,12 @@ def score(
     }
     with open(out_dir / report_lib.SUMMARY_FILE, "w", encoding="utf-8") as f:
         json.dump(breakdown_lib.json_safe(summary), f, indent=2)
-    if meta_tsv is not None:
-        breakdown_lib.write_breakdown(out_dir, meta_tsv, utt2lang=utt2lang, scores=result.scores)
+    if meta_rows is not None:
+        languages = labels.get("lang", {})
+        breakdown_lib.write_breakdown(out_dir, meta_rows, utt2lang=languages, scores=result.scores)
         if noisy is not None:
             breakdown_lib.write_breakdown(
-                out_dir / "noisy", meta_tsv, utt2lang=utt2lang, scores=noisy.scores
+                out_dir / "noisy", meta_rows, utt2lang=languages, scores=noisy.scores
             )
     if make_report:
         report_lib.make_report(out_dir)
@@ -527,6 +643,19 @@ def parse_assignments(values: Sequence[str] | None, flag: str) -> dict[str, str]
     return out
 
 
+def parse_plugin_options(values: Sequence[str] | None) -> dict[str, dict[str, str]]:
+    """`metric.key=value` flag values -> {metric: {key: value}} (metric lower-cased; values are
+    strings, passed to the plug-in's loader as keyword arguments)."""
+    out: dict[str, dict[str, str]] = {}
+    for item in values or ():
+        target, sep, value = item.partition("=")
+        name, dot, key = target.strip().partition(".")
+        if not sep or not dot or not name or not key.isidentifier():
+            raise ValueError(f"--plugin_option expects metric.key=value, got {item!r}")
+        out.setdefault(name.lower(), {})[key] = value.strip()
+    return out
+
+
 def _define_flags() -> None:
     """Flags are defined only when this module is the program (importing it defines none)."""
     from absl import flags
@@ -538,7 +667,10 @@ def _define_flags() -> None:
     flags.DEFINE_string("output_dir", None, "Where <OUTPUT>.scp, RESULTS.txt, ... go.")
     flags.DEFINE_list("metrics", None, "Metric names (default: every built-in metric).")
     flags.DEFINE_string("meta_tsv", None, "meta.tsv of the set: writes BREAKDOWN.md.")
-    flags.DEFINE_string("utt2lang", None, "uid (or speech uid) -> language, for the breakdown.")
+    flags.DEFINE_string(
+        "utt2lang", None, "uid (or speech uid) -> language: breakdown, plug-in `lang` labels."
+    )
+    flags.DEFINE_string("text", None, "uid -> transcript: plug-in `text` labels (char_acc).")
     flags.DEFINE_string(
         "noisy_scp", None, "uid -> noisy input (wav.scp): also scored, into noisy/."
     )
@@ -547,6 +679,9 @@ def _define_flags() -> None:
     flags.DEFINE_integer("pesq_workers", None, "PESQ processes (default: all cores).")
     flags.DEFINE_multi_string("metric_weights", [], "name=/local/weights (repeatable).")
     flags.DEFINE_multi_string("metric_loader", [], "name=package.module:function (repeatable).")
+    flags.DEFINE_multi_string(
+        "plugin_option", [], "metric.key=value: loader keyword option of a plug-in (repeatable)."
+    )
     flags.DEFINE_bool("report", True, "Write report.md and figures/.")
     flags.DEFINE_bool("progress", True, "Show a progress bar.")
 
@@ -560,7 +695,7 @@ def main(argv) -> None:
     if len(argv) > 1:
         raise app.UsageError(
             f"unexpected arguments {argv[1:]} "
-            "(repeat --metric_weights / --metric_loader once per metric)"
+            "(repeat --metric_weights / --metric_loader / --plugin_option once per value)"
         )
     for name in ("inf_scp", "output_dir"):
         if not f[name].value:
@@ -570,6 +705,7 @@ def main(argv) -> None:
             weights=parse_assignments(f.metric_weights, "metric_weights"),
             loaders=parse_assignments(f.metric_loader, "metric_loader"),
             pesq_workers=f.pesq_workers,
+            plugin_options=parse_plugin_options(f.plugin_option),
         )
     except ValueError as e:
         raise app.UsageError(str(e)) from None
@@ -582,6 +718,7 @@ def main(argv) -> None:
             metrics=f.metrics,
             meta_tsv=f.meta_tsv,
             utt2lang=f.utt2lang,
+            text=f.text,
             noisy_scp=f.noisy_scp,
             batch_size=f.batch_size,
             num_workers=f.num_workers,

@@ -6,19 +6,28 @@ Kaiser resampler) and scored wide-band; other rates below 16 kHz are rejected. T
 (the C library), isolated here and run in worker processes; everything else in metrics/ is jax.
 
 Every PESQ error code becomes NaN with its reason (the reference maps only "no utterances" to NaN and
-records other error codes as scores, REFERENCE.md §6.17).
+records other error codes as scores, REFERENCE.md §6.17). A worker process that dies (a crash in
+the C library, the OOM killer) breaks the pool: it is restarted and the batch retried once; a batch
+that breaks it again gets NaN with `WORKER_DIED` as every reason, and the next batch starts a
+fresh pool.
 """
 
 from __future__ import annotations
 
 import concurrent.futures
+import logging
 import multiprocessing
 import os
+from concurrent.futures.process import BrokenProcessPool
 
 import numpy as np
 
 from urgent_jax import configure_host_allocator
 from urgent_jax.audio.resample import resample_numpy
+
+WORKER_DIED = "pesq worker process died"  # reason of a batch that broke the pool twice
+
+log = logging.getLogger(__name__)
 
 
 def _to_16k(x: np.ndarray, sample_rate: int) -> np.ndarray:
@@ -114,22 +123,41 @@ class PesqPool:
         """Scores [B] (NaN on failure) and reasons [B] ('' when fine) for a padded batch."""
         ref, est = np.asarray(ref), np.asarray(est)
         lengths = [int(n) for n in np.asarray(lengths)]
-        nbytes = sum(n * (ref.itemsize + est.itemsize) for n in lengths)
-        pool = self._executor(nbytes)
-        if pool is None:
+        if self.num_workers <= 1:
             results = [pesq_one(ref[i, :n], est[i, :n], sample_rate) for i, n in enumerate(lengths)]
         else:
-            jobs, at = [], 0
-            for i, n in enumerate(lengths):
-                places = []
-                for x in (ref, est):
-                    size = n * x.itemsize
-                    self._buffer[at : at + size] = np.ascontiguousarray(x[i, :n]).view(np.uint8)
-                    places.append((at, x.dtype.str))
-                    at += size
-                jobs.append((*places, n, sample_rate))
-            results = list(pool.map(_pesq_shared_job, jobs))
+            results = None
+            for attempt in (1, 2):
+                try:
+                    results = self._map(ref, est, lengths, sample_rate)
+                    break
+                except BrokenProcessPool as e:
+                    log.warning("PESQ pool broken (attempt %d of 2 for this batch): %s", attempt, e)
+                    self._discard_pool()  # the next _map (or call) starts a fresh pool
+            if results is None:
+                results = [(float("nan"), WORKER_DIED)] * len(lengths)
         return np.array([r[0] for r in results], np.float64), [r[1] for r in results]
+
+    def _map(self, ref, est, lengths, sample_rate: int) -> list[tuple[float, str]]:
+        """Write the rows into the shared buffer and score them in the pool."""
+        nbytes = sum(n * (ref.itemsize + est.itemsize) for n in lengths)
+        pool = self._executor(nbytes)
+        jobs, at = [], 0
+        for i, n in enumerate(lengths):
+            places = []
+            for x in (ref, est):
+                size = n * x.itemsize
+                self._buffer[at : at + size] = np.ascontiguousarray(x[i, :n]).view(np.uint8)
+                places.append((at, x.dtype.str))
+                at += size
+            jobs.append((*places, n, sample_rate))
+        return list(pool.map(_pesq_shared_job, jobs))
+
+    def _discard_pool(self) -> None:
+        """Drop a broken pool (its executor has already ended the remaining workers)."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
 
     def close(self) -> None:
         if self._pool is not None:

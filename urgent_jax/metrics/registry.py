@@ -7,19 +7,41 @@ A registered `MetricSpec` builds a `MetricFn` for given options:
 
 Arrays are float32 [B, T] padded batches with lengths [B] (non-intrusive metrics ignore `ref`, which
 may be None). Outputs use the official names of `<METRIC>.scp` / RESULTS.txt (PESQ, ESTOI,
-DNSMOS_OVRL, ...). A value that cannot be computed is NaN with its reason ('' otherwise).
+DNSMOS_OVRL, ...). A value that cannot be computed is NaN with its reason ('' otherwise). A MetricFn
+with a `context_labels` attribute (a tuple of label names, `LABELS`) is called with a keyword
+`context=MetricContext(uids, labels)` as well: the utterance ids [B] and, per label name, the
+per-utterance labels [B].
 
 Plug-ins (UTMOS, NISQA, SCOREQ, SpeechBERTScore, LPS, speaker / emotion similarity, LID, character
 accuracy) are metrics whose pretrained weights are not redistributable offline. Their registry entry
-names the outputs and what the weights are; the user gives a local weights path and a loader:
+names the outputs and what the weights are; the user gives a local weights path, a loader and
+optional loader options (strings):
 
     MetricOptions(weights={"utmos": "/models/utmos22_strong.ckpt"},
-                  loaders={"utmos": "my_package.utmos:make_metric"})
+                  loaders={"utmos": "my_package.utmos:make_metric"},
+                  plugin_options={"utmos": {"device": "cpu"}})
 
-where `make_metric(weights_path: str, **options) -> PluginFn` and
-`PluginFn(est, lengths, sample_rate, ref=None) -> {output name: array [B]}` (NumPy arrays on the host;
-resample inside as the metric requires). A missing path or loader raises `MetricUnavailableError`
-with what to pass; nothing is ever downloaded.
+(command line: --metric_weights utmos=PATH --metric_loader utmos=my_package.utmos:make_metric
+--plugin_option utmos.device=cpu), where `make_metric(weights_path: str, **options) -> PluginFn` and
+
+    PluginFn(est, lengths, sample_rate, ref=None) -> {output name: array [B]}
+
+(NumPy arrays on the host; resample inside as the metric requires). A plug-in that needs to know
+which utterances it scores declares it with an attribute `context_labels` on the returned function,
+the label names it needs (`()` for the uids only), and is then called with `context=` as well:
+
+    def make_metric(weights_path, **options):
+        model = load(weights_path, **options)
+        def run(est, lengths, sample_rate, ref=None, *, context):
+            hyp = model.language_of(est, lengths, sample_rate)
+            return {"LID_ACC": [float(h == t) for h, t in zip(hyp, context.labels["lang"])]}
+        run.context_labels = ("lang",)
+        return run
+
+Labels come from per-utterance files given to the scorer (`LABELS`: `lang` from --utt2lang, `text`
+from --text, `uid value` lines). The `lid` and `char_acc` entries need `lang` and `text`, so their
+plug-ins must take `context`. A missing path, loader or context support raises
+`MetricUnavailableError` with what to pass; nothing is ever downloaded.
 """
 
 from __future__ import annotations
@@ -27,12 +49,16 @@ from __future__ import annotations
 import dataclasses
 import functools
 import importlib
+import math
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 import numpy as np
 
 MetricFn = Callable[..., tuple[dict[str, np.ndarray], list[str]]]
+
+# Per-utterance labels a metric may need -> the scorer's flag giving the `uid value` file.
+LABELS = {"lang": "--utt2lang", "text": "--text"}
 
 
 class MetricUnavailableError(RuntimeError):
@@ -44,6 +70,16 @@ class MetricOptions:
     weights: dict[str, str] = dataclasses.field(default_factory=dict)  # metric -> local path
     loaders: dict[str, str] = dataclasses.field(default_factory=dict)  # metric -> "module:function"
     pesq_workers: int | None = None  # processes for PESQ (default: all cores)
+    # plug-in metric -> keyword options of its loader (`make_metric(path, **options)`)
+    plugin_options: dict[str, dict[str, str]] = dataclasses.field(default_factory=dict)
+
+
+@dataclasses.dataclass(frozen=True)
+class MetricContext:
+    """Which utterances a batch holds: uids [B] and labels {name: [B] str} (`LABELS`)."""
+
+    uids: tuple[str, ...]
+    labels: Mapping[str, tuple[str, ...]]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -56,10 +92,17 @@ class MetricSpec:
     description: str
     builder: Callable[[MetricOptions], MetricFn] | None = None  # None: a plug-in
     weights_hint: str = ""  # plug-ins: what the weights are
+    min_num_samples: int = 0  # at every rate, e.g. one analysis frame; shorter gets NaN too
+    labels: tuple[str, ...] = ()  # per-utterance labels it needs (`LABELS`), e.g. ("lang",)
 
     @property
     def is_plugin(self) -> bool:
         return self.builder is None
+
+    def min_samples(self, sample_rate: int) -> int:
+        """Fewest samples scored at sample_rate: min_duration_s, and at least min_num_samples."""
+        by_duration = math.ceil(round(self.min_duration_s * sample_rate, 6))
+        return max(by_duration, self.min_num_samples)
 
     def build(self, options: MetricOptions | None = None) -> MetricFn:
         options = options or MetricOptions()
@@ -159,24 +202,40 @@ def _build_plugin(spec: MetricSpec, options: MetricOptions) -> MetricFn:
     if not loader or ":" not in loader:
         raise MetricUnavailableError(
             f"metric '{spec.name}' needs a loader: --metric_loader {spec.name}=package.module:function "
-            "where function(weights_path) returns fn(est, lengths, sample_rate, ref=None) -> "
-            "{output: array} (see the module docstring of urgent_jax.metrics.registry)"
+            "where function(weights_path, **options) returns fn(est, lengths, sample_rate, "
+            "ref=None) -> {output: array} (see the module docstring of urgent_jax.metrics.registry)"
         )
     module_name, func_name = loader.split(":", 1)
     try:
         factory = getattr(importlib.import_module(module_name), func_name)
     except (ImportError, AttributeError) as e:
         raise MetricUnavailableError(f"metric '{spec.name}': cannot import loader {loader} ({e})") from e
-    plugin = factory(path)
+    plugin = factory(path, **options.plugin_options.get(spec.name, {}))
+    declared = getattr(plugin, "context_labels", None)
+    if declared is None and spec.labels:
+        raise MetricUnavailableError(
+            f"metric '{spec.name}' needs per-utterance labels {list(spec.labels)}: its plug-in "
+            f"({loader}) must take context= and declare them in fn.context_labels (see the module "
+            "docstring of urgent_jax.metrics.registry)"
+        )
+    labels = tuple(dict.fromkeys((*spec.labels, *(declared or ()))))
+    unknown = [name for name in labels if name not in LABELS]
+    if unknown:
+        raise MetricUnavailableError(
+            f"plug-in {loader} asks for unknown labels {unknown}; known: {sorted(LABELS)}"
+        )
 
-    def run(ref, est, lengths, sample_rate: int):
-        out = plugin(np.asarray(est), np.asarray(lengths), sample_rate,
-                     ref=None if ref is None else np.asarray(ref))
+    def run(ref, est, lengths, sample_rate: int, context: MetricContext | None = None):
+        kwargs = {} if declared is None else {"context": context}
+        ref = None if ref is None else np.asarray(ref)
+        out = plugin(np.asarray(est), np.asarray(lengths), sample_rate, ref=ref, **kwargs)
         missing = [o for o in spec.outputs if o not in out]
         if missing:
             raise MetricUnavailableError(f"plug-in {loader} did not return outputs {missing}")
         return {o: np.asarray(out[o], np.float64) for o in spec.outputs}, [""] * len(lengths)
 
+    if declared is not None:
+        run.context_labels = labels  # type: ignore[attr-defined]
     return run
 
 
@@ -222,8 +281,10 @@ register(MetricSpec("si_sdr", ("SI_SDR",), True, True, 0.01, "scale-invariant SD
                     _builtin("sdr", "si_sdr", ("SI_SDR",), True)))
 register(MetricSpec("lsd", ("LSD",), True, False, 0.1, "log-spectral distance",
                     _builtin("lsd", "lsd", ("LSD",), True)))
+# MCD needs one 1024-sample frame (mcd.FRAME_LENGTH) at every rate: 0.128 s at 8 kHz, > 0.1 s.
 register(MetricSpec("mcd", ("MCD",), True, False, 0.1,
-                    "mel-cepstral distortion (SPTK mel-cepstra, DTW-aligned)", _builtin("mcd", "mcd", ("MCD",), True)))
+                    "mel-cepstral distortion (SPTK mel-cepstra, DTW-aligned)",
+                    _builtin("mcd", "mcd", ("MCD",), True), min_num_samples=1024))
 register(MetricSpec("dnsmos", ("DNSMOS_SIG", "DNSMOS_BAK", "DNSMOS_OVRL", "DNSMOS_P808"), False, True, 0.1,
                     "DNSMOS P.835 + P.808 (ONNX weights from the speechmos wheel)",
                     _build_dnsmos))
@@ -232,15 +293,16 @@ register(MetricSpec("distill_mos", ("DISTILL_MOS",), False, True, 0.1,
 
 # --- plug-ins (local weights + loader) ------------------------------------------------------------
 
-for _name, _outputs, _intrusive, _hint in [
-    ("utmos", ("UTMOS",), False, "SpeechMOS utmos22_strong checkpoint"),
-    ("nisqa", ("NISQA",), False, "NISQA v2.0 weights (nisqa.tar)"),
-    ("scoreq", ("SCOREQ",), False, "SCOREQ natural-speech no-reference checkpoint"),
-    ("speechbert_score", ("SpeechBERTScore",), True, "MHuBERT-147 checkpoint (layer 8)"),
-    ("lps", ("LPS",), True, "wav2vec2-lv-60-espeak-cv-ft checkpoint"),
-    ("spk_sim", ("SpkSim",), True, "ESPnet RawNet3 speaker model"),
-    ("emo_sim", ("EmoSim",), True, "emotion2vec base checkpoint"),
-    ("lid", ("LID_ACC",), False, "OWSM-CTC v4 1B checkpoint"),
-    ("char_acc", ("CAcc",), False, "OWSM v3.1 checkpoint"),
+for _name, _outputs, _intrusive, _hint, _labels in [
+    ("utmos", ("UTMOS",), False, "SpeechMOS utmos22_strong checkpoint", ()),
+    ("nisqa", ("NISQA",), False, "NISQA v2.0 weights (nisqa.tar)", ()),
+    ("scoreq", ("SCOREQ",), False, "SCOREQ natural-speech no-reference checkpoint", ()),
+    ("speechbert_score", ("SpeechBERTScore",), True, "MHuBERT-147 checkpoint (layer 8)", ()),
+    ("lps", ("LPS",), True, "wav2vec2-lv-60-espeak-cv-ft checkpoint", ()),
+    ("spk_sim", ("SpkSim",), True, "ESPnet RawNet3 speaker model", ()),
+    ("emo_sim", ("EmoSim",), True, "emotion2vec base checkpoint", ()),
+    ("lid", ("LID_ACC",), False, "OWSM-CTC v4 1B checkpoint", ("lang",)),  # true language
+    ("char_acc", ("CAcc",), False, "OWSM v3.1 checkpoint", ("text",)),  # true transcript
 ]:
-    register(MetricSpec(_name, _outputs, _intrusive, True, 0.1, f"plug-in: {_hint}", None, _hint))
+    register(MetricSpec(_name, _outputs, _intrusive, True, 0.1, f"plug-in: {_hint}", None, _hint,
+                        labels=_labels))
