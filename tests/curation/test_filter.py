@@ -11,6 +11,7 @@ import soxr
 from urgent_jax.curation.filter import corpus_of, filter_scores
 from urgent_jax.curation.score import COLUMNS
 from urgent_jax.data.manifest import read_int_kv, read_source_list
+from urgent_jax.data.pack import pack
 from urgent_jax.train.config_file import load_config
 
 BASE = dict(dnsmos_sig=3.5, dnsmos_bak=3.5, dnsmos_ovrl=3.2, dnsmos_p808=3.6, distill_mos=3.5,
@@ -81,3 +82,40 @@ def test_unknown_rule_key(tmp_path):
     _write_scores(tmp_path / "scores.tsv", [dict(uid="a")])
     with pytest.raises(ValueError, match="unknown rule keys"):
         filter_scores(tmp_path / "scores.tsv", {"min_score": {}}, tmp_path / "out")
+
+
+def test_resample_skips_and_counts_bad_files(tmp_path):
+    """--resample: a moved, unreadable or wrong-rate file is removed with its reason and counted;
+    the others (a packed utterance included) are resampled as soxr does."""
+    fs, n = 48000, 24000
+    x = (0.1 * np.sin(2 * np.pi * 1000 * np.arange(n) / fs)).astype(np.float32)
+    sf.write(tmp_path / "a.wav", x, fs, subtype="FLOAT")
+    sf.write(tmp_path / "p.wav", 0.5 * x, fs, subtype="FLOAT")
+    sf.write(tmp_path / "rate.wav", x, 44100, subtype="FLOAT")
+    (tmp_path / "garbage.wav").write_bytes(b"RIFF not really audio")
+    (tmp_path / "p.scp").write_text(f"p {fs} {tmp_path / 'p.wav'}\n")
+    pack(tmp_path / "p.scp", tmp_path / "pack", 1, codec="float32")
+    paths = {"a": tmp_path / "a.wav", "b_moved": tmp_path / "moved.wav",
+             "c_rate": tmp_path / "rate.wav", "d_garbage": tmp_path / "garbage.wav",
+             "p": f"packed:{tmp_path / 'pack'}#p"}  # fmt: skip
+    rows = [{"uid": u, "fs": fs, "duration_s": n / fs, "path": str(p), "target_fs": 16000}
+            for u, p in paths.items()]  # fmt: skip
+    _write_scores(tmp_path / "scores.tsv", rows)
+    summary = filter_scores(tmp_path / "scores.tsv", {"min_scores": {"speech_ratio": 0.2}},
+                            tmp_path / "out", resample=True, make_figures=False)  # fmt: skip
+    entries = {e.uid: e for e in read_source_list(tmp_path / "out" / "speech_sources.scp")}
+    assert sorted(entries) == ["a", "p"]
+    for uid, source in (("a", x), ("p", 0.5 * x)):
+        y, rate = sf.read(entries[uid].path, dtype="float32")
+        assert entries[uid].fs == rate == 16000
+        np.testing.assert_allclose(y, soxr.resample(source, fs, 16000, quality="HQ"),
+                                   atol=2 / 32768)  # fmt: skip
+    removed = (tmp_path / "out" / "removed.tsv").read_text().splitlines()[1:]
+    reasons = {line.split("\t")[0]: line.split("\t")[2] for line in removed}
+    assert reasons["b_moved"].startswith("resample_error: missing")
+    assert reasons["c_rate"].startswith("resample_error: wrong_rate")
+    assert reasons["d_garbage"].startswith("resample_error: unreadable")
+    assert summary["num_resample_errors"] == 3 and summary["num_removed"] == 3
+    assert summary["num_kept"] == 2
+    assert summary["removed_by_rule"] == {"resample_error": 3}
+    assert summary["removed_h"] == pytest.approx(3 * n / fs / 3600)

@@ -175,3 +175,47 @@ def test_sqa_loader_over_packed_paths(demo_sources, tmp_path):
         assert np.all(y["valid"]) and y["skipped"] == 0
         for k in ("audio", "lengths", "labels", "valid", "sample_id"):
             np.testing.assert_array_equal(np.asarray(x[k]), np.asarray(y[k]), err_msg=k)
+
+
+def test_pack_rejects_zero_shards(small_scp):
+    with pytest.raises(ValueError, match="num_shards must be at least 1, got 0"):
+        pack(small_scp / "a.scp", small_scp / "p0", 0)
+
+
+def test_pack_rejects_duplicate_uids(small_scp):
+    lines = (small_scp / "a.scp").read_text().splitlines()
+    dup = small_scp / "dup.scp"
+    dup.write_text("\n".join(lines + [lines[2]]) + "\n")
+    with pytest.raises(ValueError, match=r"dup\.scp:8: duplicate uid utt_2 \(first on line 3\)"):
+        pack(dup, small_scp / "pdup", 2)
+
+
+def test_pack_warns_once_when_16_bit_codecs_change_samples(small_scp, caplog):
+    """16-bit sources are silent; float sources off the 16-bit grid or beyond [-1, 1) are counted
+    (checked against what the flac codec really gives back) and reported in one warning each."""
+    rng = np.random.default_rng(1)
+    lines = (small_scp / "a.scp").read_text().splitlines()  # 7 16-bit files
+    for i, peak in enumerate((0.5, 0.9, 1.5)):  # float files: off-grid; the last one also clips
+        x = peak * np.sin(np.linspace(0, 60, 4000)) + 1e-4 * rng.standard_normal(4000)
+        sf.write(small_scp / f"f{i}.wav", x.astype(np.float32), 16000, subtype="FLOAT")
+        lines.append(f"float_{i} 16000 {small_scp / f'f{i}.wav'}")
+    (small_scp / "mixed.scp").write_text("\n".join(lines) + "\n")
+    with caplog.at_level("WARNING", logger="urgent_jax.data.pack"):
+        pack(small_scp / "mixed.scp", small_scp / "p_flac", 2)
+    src = PackedSource(small_scp / "p_flac")
+    changed = clipped = 0
+    for line in lines:
+        uid, _, path = line.split()
+        ref, _ = sf.read(path, dtype="float32")
+        changed += not np.array_equal(src.read(uid)["audio"], ref)
+        clipped += float(np.max(np.abs(ref))) > 1.0
+    assert (changed, clipped) == (3, 1)
+    messages = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(messages) == 2
+    assert "3 of 10 utterances have samples off the 16-bit grid" in messages[0]
+    assert "1 of 10 utterances have samples outside [-1, 1)" in messages[1]
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="urgent_jax.data.pack"):
+        pack(small_scp / "mixed.scp", small_scp / "p_f32", 2, codec="float32")
+        pack(small_scp / "a.scp", small_scp / "p_16", 2)
+    assert not [r for r in caplog.records if r.levelname == "WARNING"]

@@ -45,6 +45,15 @@ def target_sample_rate(bandwidth_hz, sample_rates=SAMPLE_RATES):
     return int(out) if out.ndim == 0 else out
 
 
+def num_stft_frames(num_samples, n_fft: int, hop_length: int):
+    """Frames of torch.stft(center=True) on num_samples samples: the signal padded by n_fft // 2
+    on each side, 1 + (num_samples + 2 (n_fft // 2) - n_fft) // hop_length. For even n_fft that is
+    1 + num_samples // hop_length; for odd n_fft (22.05 / 44.1 kHz: 705 / 1411) the padding is one
+    sample short of n_fft, so 1 + (num_samples - 1) // hop_length (one frame fewer whenever
+    num_samples is a multiple of the hop)."""
+    return 1 + (num_samples + 2 * (n_fft // 2) - n_fft) // hop_length
+
+
 def _periodic_hann(n: int) -> np.ndarray:
     return (0.5 - 0.5 * np.cos(2.0 * np.pi * np.arange(n) / n)).astype(np.float32)
 
@@ -57,7 +66,7 @@ def mean_power_spectrum(x, lengths, sample_rate: int):
     n_fft, hop = bandwidth_fft_sizes(sample_rate)
     pad = n_fft // 2
     # Centred frames: padded index j reads sample j - pad, reflected at 0 and at length - 1.
-    max_frames = 1 + num_samples // hop
+    max_frames = num_stft_frames(num_samples, n_fft, hop)
     pos = jnp.arange(max_frames)[:, None] * hop + jnp.arange(n_fft)[None, :] - pad  # [F, n_fft]
     last = (lengths - 1)[:, None, None]  # [B, 1, 1]
     src = jnp.abs(pos)[None]  # reflect at the start
@@ -66,7 +75,7 @@ def mean_power_spectrum(x, lengths, sample_rate: int):
     frames = jnp.take_along_axis(x[:, None, :], src.reshape(batch, 1, -1), axis=-1)
     frames = frames.reshape(batch, max_frames, n_fft) * _periodic_hann(n_fft)
     power = jnp.abs(jnp.fft.rfft(frames, axis=-1)) ** 2  # [B, F, K]
-    num_frames = 1 + lengths // hop  # torch.stft(center=True) frame count
+    num_frames = num_stft_frames(lengths, n_fft, hop)
     valid = jnp.arange(max_frames)[None, :] < num_frames[:, None]
     total = jnp.sum(jnp.where(valid[..., None], power, 0.0), axis=1)
     return total / num_frames[:, None].astype(jnp.float32)

@@ -16,13 +16,17 @@ removed.tsv (uid, corpus, failed rules), summary.json, report.md and figures/<co
 
 fs: without `resample` each kept file is listed at its own rate. With it, files whose estimated-
 bandwidth rate (`target_fs`, §5.1) is below their rate are resampled with soxr (HQ, as the 2025
-utilities) to out/audio/<uid>.wav (16-bit) and listed at that rate, as the official lists are.
+utilities) to out/audio/<uid>.wav (16-bit) and listed at that rate, as the official lists are;
+packed utterances (`packed:<DIR>#<uid>`) are read from their pack. A file that cannot be resampled
+(missing, moved, unreadable, or at another rate than scored) is logged, removed with the reason
+`resample_error: ...` in removed.tsv, and counted (summary `num_resample_errors`); the run goes on.
 """
 
 from __future__ import annotations
 
 import collections
 import json
+import logging
 import math
 import os
 import re
@@ -32,10 +36,13 @@ from pathlib import Path
 
 import numpy as np
 
+from urgent_jax.audio.io import AudioFileError, audio_exists, read_audio
 from urgent_jax.curation.score import read_scores
 from urgent_jax.data.manifest import SourceEntry, read_kv, write_kv, write_source_list
 
 OTHER = "other"
+RESAMPLE_ERROR = "resample_error"  # removed.tsv / removed_by_rule: a kept file not resampled
+log = logging.getLogger(__name__)
 
 
 def corpus_of(uid: str, corpora) -> str:
@@ -104,15 +111,25 @@ def _load_rules(rules) -> dict:
     return dict(rules)
 
 
+class ResampleError(Exception):
+    """A kept file that cannot be resampled (missing, unreadable, another rate than scored)."""
+
+
 def _resample_file(path: str, fs: int, target_fs: int, out_path: Path) -> int:
-    """soxr HQ resampling of channel 0 to a 16-bit wav; returns the new length in samples."""
+    """soxr HQ resampling of channel 0 of a file or packed utterance (`packed:<DIR>#<uid>`) to
+    a 16-bit wav; returns the new length in samples. ResampleError naming the reason."""
     import soundfile as sf
     import soxr
 
-    x, rate = sf.read(path, dtype="float32", always_2d=True)
+    if not audio_exists(path):
+        raise ResampleError(f"missing: {path}")
+    try:
+        x, rate = read_audio(path, first_channel=True)
+    except AudioFileError as e:
+        raise ResampleError(f"unreadable: {e}") from None
     if rate != fs:
-        raise ValueError(f"{path}: rate {rate} Hz, scores say {fs} Hz")
-    y = soxr.resample(x[:, 0], fs, target_fs, quality="HQ")
+        raise ResampleError(f"wrong_rate: {path} is at {rate} Hz, scores say {fs} Hz")
+    y = soxr.resample(x[0], fs, target_fs, quality="HQ")
     out_path.parent.mkdir(parents=True, exist_ok=True)
     sf.write(str(out_path), y, target_fs, subtype="PCM_16")
     return len(y)
@@ -172,7 +189,8 @@ def filter_scores(
     """Apply `rules` (a config path `file.py[:variant]`, a ConfigDict or a dict) to scores.tsv and
     write the curated lists and report into `out`.
 
-    Returns a summary dict: out, num_scored, num_kept, num_removed, kept_h, removed_h,
+    Returns a summary dict: out, num_scored, num_kept, num_removed, num_resample_errors (kept
+    utterances removed because they could not be resampled), kept_h, removed_h,
     removed_by_rule ({rule: utterances}), by_corpus / by_language / by_fs ({name: {kept_h,
     removed_h}}), elapsed_s.
     """
@@ -186,6 +204,7 @@ def filter_scores(
     corpora = rules.get("corpora") or ()
     entries, lengths, removed = [], {}, []
     removed_by_rule = collections.Counter()
+    num_resample_errors = 0
     for uid in sorted(table):
         row = table[uid]
         row["corpus"] = corpus_of(uid, corpora)
@@ -200,7 +219,16 @@ def filter_scores(
         num_samples = round(row["duration_s"] * fs)
         if resample and row["target_fs"] < fs:
             new_path = out / "audio" / f"{uid}.wav"
-            num_samples = _resample_file(path, fs, row["target_fs"], new_path)
+            try:
+                num_samples = _resample_file(path, fs, row["target_fs"], new_path)
+            except ResampleError as e:  # skip and count: one bad file never stops the run
+                reason = " ".join(str(e).split())  # one tab-free line in removed.tsv
+                log.warning("%s: not resampled, removed (%s)", uid, reason)
+                row["kept"] = False
+                removed.append((uid, row["corpus"], f"{RESAMPLE_ERROR}: {reason}"))
+                removed_by_rule[RESAMPLE_ERROR] += 1
+                num_resample_errors += 1
+                continue
             fs, path = row["target_fs"], str(new_path)
         entries.append(SourceEntry(uid, fs, path))
         lengths[uid] = num_samples
@@ -220,6 +248,7 @@ def filter_scores(
         "num_scored": len(rows),
         "num_kept": len(entries),
         "num_removed": len(removed),
+        "num_resample_errors": num_resample_errors,
         "kept_h": sum(r["duration_s"] for r in rows if r["kept"]) / 3600,
         "removed_h": sum(r["duration_s"] for r in rows if not r["kept"]) / 3600,
         "removed_by_rule": dict(removed_by_rule.most_common()),
@@ -245,6 +274,11 @@ def format_summary(summary: Mapping) -> str:
     if summary["removed_by_rule"]:
         rules = ", ".join(f"{k}: {v}" for k, v in summary["removed_by_rule"].items())
         lines.append(f"  failed rules (utterances): {rules}")
+    if summary.get("num_resample_errors"):
+        lines.append(
+            f"  {summary['num_resample_errors']} kept utterances could not be resampled (missing, "
+            f"unreadable or at another rate) and were removed: see removed.tsv ({RESAMPLE_ERROR})"
+        )
     for title, key in (("corpus", "by_corpus"), ("language", "by_language"), ("fs", "by_fs")):
         cells = ", ".join(
             f"{name} {v['kept_h']:.3f}/{v['kept_h'] + v['removed_h']:.3f} h"

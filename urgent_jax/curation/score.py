@@ -2,9 +2,10 @@
 
     python -m urgent_jax.curation.score --speech_scp speech_sources.scp --out scores.tsv \
         [--batch_size 8] [--num_workers 2] [--shard_index P --shard_count N] [--noprogress] \
-        [--nodistill_mos]
+        [--nodistill_mos] [--coordinator_address H:P --num_processes N --process_id P]
 
-`speech_scp` holds `uid fs path` (the Track 1 source-list format, §1.1) or `uid path` lines.
+`speech_scp` holds `uid fs path` (the Track 1 source-list format, §1.1) or `uid path` lines; a
+path may be a packed utterance `packed:<DIR>#<uid>` (urgent_jax.data.pack).
 Per utterance (channel 0, at the file's own rate) scores.tsv gets, tab separated with a header:
 uid, fs, duration_s, dnsmos_sig/bak/ovrl/p808 (metrics.dnsmos), distill_mos (metrics.distillmos),
 bandwidth_hz and target_fs (audio.bandwidth, §5.1), speech_ratio, clipping_ratio, snr_db,
@@ -21,15 +22,27 @@ full batches of one DNSMOS segment count first (`plan_batches`);
 each batch is padded to one of 4 lengths per octave and a power-of-two row count (the padding of
 evaluate.score), and DNSMOS gets the segment count its batch needs, so compiles stay bounded
 (`summary["shapes"]` lists them). A Grain dataset over the planned batches decodes audio in
-`num_workers` threads ahead of the jitted scoring in the main process.
+`num_workers` threads ahead of the jitted scoring in the main process. The scoring is
+data-parallel over every local device (`Scorer`): the batch axis is sharded over a 1-D mesh
+(rows padded to a multiple of the device count, the extra rows dropped); the scores are the same
+as on one device.
 
-Multi-host: each process scores the uids `sorted(uids)[shard_index::shard_count]` (default
-jax.process_index() / process_count()) into `<out stem>.<p>.tsv` / `errors.<p>.tsv`, then writes
-`<out stem>.<p>.done`; whichever process finds every part done merges them into `out` and
-`errors.tsv` (one row per uid). One process writes `out` directly.
+Multi-host: each process scores the uids of its shard, `shard_of(uid, shard_count) ==
+shard_index` (crc32 of the uid: adding uids or changing the shard count moves no scored uid), by
+default shard jax.process_index() of jax.process_count(). The command initialises
+jax.distributed as the trainer does (`train.loop.maybe_initialize_distributed`): from
+--coordinator_address / --num_processes / --process_id, else with no arguments (JAX's cluster
+detection: SLURM, Open MPI, ... give the process count and id) when JAX_COORDINATOR_ADDRESS is set
+or on a multi-host TPU slice (TPU_WORKER_HOSTNAMES); otherwise it is one process, shard 0 of 1. A process writes `<out stem>.<p>.tsv` / `errors.<p>.tsv`, then
+`<out stem>.<p>.done` (holding a fingerprint of the sorted uid list and the shard count: a marker
+of another list or count does not count); whichever process finds every part done merges them into
+`out` and errors.tsv (one row per uid), under an exclusive lock (`<out stem>.lock`) through
+temporary files of its own. One process writes `out` directly.
 
-Resume: rows already in the output (or part) and in its errors file are skipped; results are
-appended after every batch, so an interrupted run loses at most one batch.
+Resume: uids already in any scores or errors table beside `out` (out, errors.tsv, or the part
+files of any shard count) are skipped; results are appended after every batch, so an interrupted
+run loses at most one batch. A row cut by a crash (no final newline, or fields that do not parse)
+is dropped and its uid rescored.
 
 Bad files (missing, unreadable, rate different from the list, empty, shorter than 0.1 s,
 non-finite, silent) go to errors.tsv (uid, path, reason) and never stop the run.
@@ -38,24 +51,34 @@ non-finite, silent) go to errors.tsv (uid, path, reason) and never stop the run.
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import dataclasses
+import glob
+import hashlib
 import itertools
 import json
 import logging
 import math
 import os
+import re
+import tempfile
 import time
+import uuid
+import zlib
 from collections.abc import Sequence
 from pathlib import Path
 
 import jax
 import numpy as np
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
 from tqdm import tqdm
 
 from urgent_jax.audio.bandwidth import estimate_bandwidth, target_sample_rate
-from urgent_jax.audio.io import AudioFileError, audio_info
+from urgent_jax.audio.io import AudioFileError, audio_exists, audio_info
+from urgent_jax.audio.packed import is_packed
 from urgent_jax.audio.quality import quality_features
-from urgent_jax.data.sources import BadFileError, read_checked
+from urgent_jax.data.sources import BadFileError, read_checked, resolve_path
 from urgent_jax.evaluate.score import padded_num_samples
 
 COLUMNS = (
@@ -85,8 +108,9 @@ log = logging.getLogger(__name__)
 
 
 def read_speech_scp(path: str | os.PathLike) -> dict[str, tuple[int | None, str]]:
-    """uid -> (fs or None, path) from `uid fs path` or `uid path` lines (relative paths are taken
-    from the current directory if they exist there, else from the list's directory)."""
+    """uid -> (fs or None, path) from `uid fs path` or `uid path` lines (relative paths, and the
+    DIR of relative packed paths `packed:<DIR>#<uid>`, are taken from the current directory if
+    they exist there, else from the list's directory)."""
     base = Path(path).parent
     out = {}
     with open(path, encoding="utf-8") as f:
@@ -102,42 +126,67 @@ def read_speech_scp(path: str | os.PathLike) -> dict[str, tuple[int | None, str]
                 raise ValueError(f"{path}:{line_no}: expected 'uid [fs] path', got {line!r}")
             if uid in out:
                 raise ValueError(f"{path}:{line_no}: duplicate uid {uid}")
-            if not (os.path.isabs(file_path) or os.path.exists(file_path)):
-                file_path = str(base / file_path)
-            out[uid] = (fs, file_path)
+            out[uid] = (fs, resolve_path(file_path, base))
     return out
 
 
 def read_table(path: str | os.PathLike) -> list[dict[str, str]]:
-    """Rows of a tab-separated file with a header (empty if the file does not exist)."""
+    """Rows of a tab-separated file with a header (empty if the file does not exist). A last line
+    without its newline (cut by a crash mid-write) and lines with another number of fields than
+    the header are dropped, so their uids are rescored."""
     if not os.path.exists(path):
         return []
     with open(path, encoding="utf-8") as f:
-        lines = f.read().splitlines()
+        lines = f.read().split("\n")[:-1]  # [-1]: "" after the last newline, else a cut line
     if not lines:
         return []
     header = lines[0].split("\t")
     rows = []
     for line in lines[1:]:
         fields = line.split("\t")
-        if len(fields) == len(header):  # a line cut by a crash mid-write is dropped (rescored)
+        if len(fields) == len(header):
             rows.append(dict(zip(header, fields)))
     return rows
 
 
-def read_scores(path: str | os.PathLike) -> dict[str, dict]:
-    """scores.tsv -> uid -> row with numbers as float (fs, target_fs as int)."""
-    out = {}
-    for row in read_table(path):
-        parsed = {}
+def _parse_score_row(row: dict[str, str]) -> dict | None:
+    """A scores.tsv row with numbers as float (fs, target_fs as int); None if a field does not
+    parse (or uid / path is empty): such a row is ignored and its uid rescored."""
+    parsed = {}
+    try:
         for key, value in row.items():
             if key in ("uid", "path"):
+                if not value:
+                    return None
                 parsed[key] = value
             elif key in ("fs", "target_fs"):
                 parsed[key] = int(value)
             else:
                 parsed[key] = float(value)
-        out[row["uid"]] = parsed
+    except ValueError:
+        return None
+    return parsed if "uid" in parsed else None
+
+
+def _score_rows(path: str | os.PathLike) -> dict[str, dict[str, str]]:
+    """uid -> raw row of the rows of a scores file that parse (a later row wins)."""
+    return {r["uid"]: r for r in read_table(path) if _parse_score_row(r) is not None}
+
+
+def _error_rows(path: str | os.PathLike) -> dict[str, dict[str, str]]:
+    return {r["uid"]: r for r in read_table(path) if r.get("uid") and r.get("reason")}
+
+
+def read_scores(path: str | os.PathLike) -> dict[str, dict]:
+    """scores.tsv -> uid -> row with numbers as float (fs, target_fs as int); rows that do not
+    parse (a crash mid-write) are skipped."""
+    out = {}
+    for row in read_table(path):
+        parsed = _parse_score_row(row)
+        if parsed is None:
+            log.warning("%s: skipping a row that does not parse: %s", path, row)
+            continue
+        out[parsed["uid"]] = parsed
     return out
 
 
@@ -147,16 +196,11 @@ class _TableWriter:
     def __init__(self, path: Path, columns: Sequence[str]):
         path.parent.mkdir(parents=True, exist_ok=True)
         self.columns = tuple(columns)
+        if path.exists():
+            _truncate_partial_line(path)  # a crash can leave a cut last line: drop it
         is_new = not path.exists() or path.stat().st_size == 0
-        if not is_new:  # a crash can leave a partial last line: end it so the next row is whole
-            with open(path, "rb") as f:
-                f.seek(-1, os.SEEK_END)
-                if f.read(1) != b"\n":
-                    is_new = None
         self.file = open(path, "a", encoding="utf-8", newline="\n")
-        if is_new is None:
-            self.file.write("\n")
-        elif is_new:
+        if is_new:
             self.file.write("\t".join(self.columns) + "\n")
 
     def write(self, row: dict) -> None:
@@ -169,10 +213,42 @@ class _TableWriter:
         self.file.close()
 
 
+def _truncate_partial_line(path: Path, block: int = 1 << 16) -> None:
+    """Cut a file after its last newline (nothing if it ends with one)."""
+    with open(path, "rb+") as f:
+        size = f.seek(0, os.SEEK_END)
+        end = size
+        while end > 0:
+            start = max(0, end - block)
+            f.seek(start)
+            chunk = f.read(end - start)
+            newline = chunk.rfind(b"\n")
+            if newline >= 0:
+                end = start + newline + 1
+                break
+            end = start
+        if end != size:
+            f.truncate(end)
+
+
 def _format(value) -> str:
     if isinstance(value, float | np.floating):
         return repr(float(value))
     return " ".join(str(value).split())  # no tabs or line breaks inside a field
+
+
+def shard_of(uid: str, shard_count: int) -> int:
+    """The shard that scores `uid`: crc32 of its UTF-8 bytes mod shard_count. Stable: it depends
+    on the uid alone, so adding uids to the list moves no other uid to another shard."""
+    return zlib.crc32(uid.encode("utf-8")) % shard_count
+
+
+def list_fingerprint(uids, shard_count: int) -> str:
+    """sha256 of shard_count and the sorted uid list: what a .done marker is valid for."""
+    digest = hashlib.sha256(f"{shard_count}\n".encode())
+    for uid in sorted(uids):
+        digest.update(uid.encode("utf-8") + b"\n")
+    return digest.hexdigest()
 
 
 def part_paths(out: str | os.PathLike, shard_index: int, shard_count: int) -> tuple[Path, ...]:
@@ -187,27 +263,104 @@ def part_paths(out: str | os.PathLike, shard_index: int, shard_count: int) -> tu
     )
 
 
-def merge_parts(out: str | os.PathLike, shard_count: int) -> bool:
-    """Merge every shard's scores and errors into `out` / errors.tsv (sorted by uid) if all shards
-    are done; returns whether it merged."""
-    parts = [part_paths(out, p, shard_count) for p in range(shard_count)]
-    if not all(done.exists() for _, _, done in parts):
-        return False
-    scores, errors = {}, {}
-    for score_path, error_path, _ in parts:
-        scores.update({r["uid"]: r for r in read_table(score_path)})
-        errors.update({r["uid"]: r for r in read_table(error_path)})
+def _all_tables(out: str | os.PathLike) -> tuple[list[Path], list[Path]]:
+    """(scores files, errors files) of every earlier run into `out`: out and errors.tsv, and the
+    part files of every shard index (of any shard count)."""
     out = Path(out)
-    for path, rows, columns in (
-        (out, scores, COLUMNS),
-        (out.parent / "errors.tsv", errors, ERROR_COLUMNS),
-    ):
-        tmp = path.with_suffix(".tmp")
-        with open(tmp, "w", encoding="utf-8", newline="\n") as f:
-            f.write("\t".join(columns) + "\n")
-            for uid in sorted(rows):
-                f.write("\t".join(rows[uid][c] for c in columns) + "\n")
+
+    def parts(stem: str) -> list[Path]:
+        pattern = re.compile(rf"{re.escape(stem)}\.(\d+)\.tsv")
+        found = [p for p in out.parent.glob(f"{glob.escape(stem)}.*.tsv")
+                 if pattern.fullmatch(p.name)]  # fmt: skip
+        return sorted(found, key=lambda p: int(pattern.fullmatch(p.name).group(1)))
+
+    return [out, *parts(out.stem)], [out.parent / "errors.tsv", *parts("errors")]
+
+
+def finished_uids(out: str | os.PathLike) -> set[str]:
+    """uids already scored or reported in any scores / errors table of `out` (any shard)."""
+    score_paths, error_paths = _all_tables(out)
+    done = set()
+    for path in score_paths:
+        done |= set(_score_rows(path))
+    for path in error_paths:
+        done |= set(_error_rows(path))
+    return done
+
+
+def _read_marker(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    """Write through a temporary file of this process (and thread) and rename: readers and other
+    writers never see a partial file."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
+            f.write(text)
         os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+@contextlib.contextmanager
+def _merge_lock(out: Path):
+    """An exclusive lock on `<out stem>.lock` (fcntl.flock, blocking; released when the process
+    dies, so no stale lock; NFS clients emulate it with POSIX locks)."""
+    import fcntl
+
+    fd = os.open(out.parent / f"{out.stem}.lock", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def merge_parts(out: str | os.PathLike, shard_count: int, fingerprint: str | None = None) -> bool:
+    """Merge every scores / errors table of `out` (all part files, of any shard count, and out
+    itself) into `out` / errors.tsv, one row per uid sorted by uid, if every shard of
+    `shard_count` is done (with `fingerprint`: only .done markers written for that uid list and
+    shard count count); returns whether `out` holds every shard.
+
+    Safe when several processes finish together: one merges at a time (a lock), through
+    temporary files of its own, and a process that finds the same done markers already merged
+    does not merge again."""
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with _merge_lock(out):
+        runs = []
+        for p in range(shard_count):
+            marker = _read_marker(part_paths(out, p, shard_count)[2])
+            if marker is None or marker.get("shard_count") != shard_count:
+                return False
+            if fingerprint is not None and marker.get("fingerprint") != fingerprint:
+                return False  # written for another list or shard count: that shard must rerun
+            runs.append(marker.get("run"))
+        merged_marker = out.parent / f"{out.stem}.merged"
+        if out.exists() and _read_marker(merged_marker) == {"runs": runs}:
+            return True  # another process merged these very shards
+        score_paths, error_paths = _all_tables(out)
+        scores, errors = {}, {}
+        for path in score_paths:
+            scores.update(_score_rows(path))
+        for path in error_paths:
+            errors.update(_error_rows(path))
+        errors = {uid: row for uid, row in errors.items() if uid not in scores}
+        for path, rows, columns in (
+            (out, scores, COLUMNS),
+            (out.parent / "errors.tsv", errors, ERROR_COLUMNS),
+        ):
+            lines = ["\t".join(columns)]
+            lines += ["\t".join(rows[uid].get(c, "nan") for c in columns) for uid in sorted(rows)]
+            _write_atomic(path, "".join(line + "\n" for line in lines))
+        _write_atomic(merged_marker, json.dumps({"runs": runs}))
     return True
 
 
@@ -224,8 +377,8 @@ class _Item:
 
 def _header(uid: str, fs: int | None, path: str) -> _Item | tuple[str, str]:
     """The planned item, or (uid, reason)."""
-    if not os.path.exists(path):
-        return uid, "missing: no such file"
+    if not audio_exists(path):  # a file, or a packed utterance (packed:<DIR>#<uid>)
+        return uid, "missing: " + ("no such pack or uid" if is_packed(path) else "no such file")
     try:
         rate, num_samples, _ = audio_info(path)
     except AudioFileError as e:
@@ -303,43 +456,98 @@ def fill_rows(valid: Sequence[int], num_rows: int) -> np.ndarray:
 
 
 class Scorer:
-    """The jitted per-batch scoring (metrics built once); `shapes` records the compiled shapes."""
+    """The jitted per-batch scoring (metrics built once), data-parallel over `devices` (default:
+    every local device): the batch axis is sharded over a 1-D mesh, each device scoring its rows
+    (`jax.shard_map`); `shapes` records the compiled shapes."""
 
-    def __init__(self, distill_mos: bool = True):
+    def __init__(self, distill_mos: bool = True, devices: Sequence | None = None):
         """distill_mos=False: the distill_mos column is NaN (the model is not run or loaded)."""
-        from urgent_jax.metrics import dnsmos, distillmos
+        from urgent_jax.metrics import distillmos, dnsmos
 
+        self.devices = list(jax.local_devices() if devices is None else devices)
+        self.mesh = Mesh(np.array(self.devices), ("batch",))
+        replicated = NamedSharding(self.mesh, P())
+        self._batch_sharding = NamedSharding(self.mesh, P("batch"))
         self._dnsmos = dnsmos
-        self._dnsmos_params = dnsmos.load_dnsmos_params()
+        self._dnsmos_params = jax.device_put(dnsmos.load_dnsmos_params(), replicated)
         self.distill_mos = distill_mos
-        self._distill = None
-        if distill_mos:
-            self._distill_params = distillmos.load_params()  # an argument: no constant folding
-            self._distill = jax.jit(distillmos.distill_mos, static_argnames="sample_rate")
+        self._distill_params = None
+        if distill_mos:  # an argument, not a constant: no constant folding
+            self._distill_params = jax.device_put(distillmos.load_params(), replicated)
+        self._compiled: dict[tuple, object] = {}
         self.shapes: set[tuple] = set()
+
+    def _scoring_fn(self, sample_rate: int, segs: int, front_frames, distinct_segs):
+        """jit(shard_map(score one block of rows)) for these static settings (built once)."""
+        key = (sample_rate, segs, front_frames, distinct_segs)
+        if key not in self._compiled:
+            from urgent_jax.metrics import distillmos
+
+            dnsmos = self._dnsmos
+
+            def block(dnsmos_params, distill_params, audio, lengths):  # this device's rows
+                raw = dnsmos.dnsmos_raw(
+                    dnsmos_params, audio, lengths, sample_rate, segs, 1, front_frames,
+                    distinct_segs,
+                )  # fmt: skip
+                out = {f"dnsmos_{k}": v for k, v in dnsmos.segment_mean(*raw).items()}
+                if distill_params is not None:
+                    out["distill_mos"] = distillmos.distill_mos(
+                        audio, lengths, sample_rate, params=distill_params
+                    )
+                out["bandwidth_hz"] = estimate_bandwidth(audio, lengths, sample_rate)
+                out.update(quality_features(audio, lengths, sample_rate))
+                return out
+
+            self._compiled[key] = jax.jit(
+                jax.shard_map(
+                    block,
+                    mesh=self.mesh,
+                    in_specs=(P(), P(), P("batch"), P("batch")),
+                    out_specs=P("batch"),
+                )
+            )
+        return self._compiled[key]
+
+    def score_on_devices(
+        self, audio: np.ndarray, lengths: np.ndarray, sample_rate: int
+    ) -> dict[str, jax.Array]:
+        """audio [B, T] (every row valid, lengths >= 1) -> {column: jax.Array [B']} sharded over
+        the devices along the batch axis, B' = B rounded up to a multiple of the device count:
+        the extra rows repeat row 0 and are to be dropped (no target_fs column)."""
+        audio, lengths = np.asarray(audio, np.float32), np.asarray(lengths, np.int32)
+        num_rows = len(lengths)
+        padded_rows = -(-num_rows // len(self.devices)) * len(self.devices)
+        if padded_rows != num_rows:
+            index = np.concatenate([np.arange(num_rows), np.zeros(padded_rows - num_rows, int)])
+            audio, lengths = audio[index], lengths[index]
+        segs = self._dnsmos.required_segments(lengths, sample_rate)
+        front_frames, distinct_segs = self._dnsmos.shortcuts(
+            lengths, audio.shape[1], sample_rate, segs
+        )
+        self.shapes.add((sample_rate,) + audio.shape + (segs,))
+        fn = self._scoring_fn(sample_rate, segs, front_frames, distinct_segs)
+        return fn(
+            self._dnsmos_params,
+            self._distill_params,
+            jax.device_put(audio, self._batch_sharding),
+            jax.device_put(lengths, self._batch_sharding),
+        )
 
     def __call__(self, audio: np.ndarray, lengths: np.ndarray, sample_rate: int) -> dict:
         """audio [B, T] (every row valid, lengths >= 1) -> {column: np.ndarray [B]}."""
-        segs = self._dnsmos.required_segments(lengths, sample_rate)
-        self.shapes.add((sample_rate,) + audio.shape + (segs,))
-        mos = self._dnsmos.dnsmos(
-            audio, lengths, sample_rate, params=self._dnsmos_params, max_segs=segs
-        )
-        out = {f"dnsmos_{k}": mos[k] for k in ("sig", "bak", "ovrl", "p808")}
-        if self._distill is None:
-            out["distill_mos"] = np.full(len(lengths), np.nan)
-        else:
-            out["distill_mos"] = self._distill(
-                audio, lengths, sample_rate=sample_rate, params=self._distill_params
-            )
-        out["bandwidth_hz"] = estimate_bandwidth(audio, lengths, sample_rate)
-        out.update(quality_features(audio, lengths, sample_rate))
-        out = {k: np.asarray(v, np.float64) for k, v in out.items()}
+        num_rows = len(lengths)
+        out = self.score_on_devices(audio, lengths, sample_rate)
+        out = {k: np.asarray(v, np.float64)[:num_rows] for k, v in out.items()}
+        if not self.distill_mos:
+            out["distill_mos"] = np.full(num_rows, np.nan)
         out["target_fs"] = target_sample_rate(out["bandwidth_hz"])
         return out
 
 
 def _default_shard() -> tuple[int, int]:
+    """(jax.process_index(), jax.process_count()): (0, 1) unless jax.distributed is initialised
+    (the command does that for multi-process runs, see `main`)."""
     return jax.process_index(), jax.process_count()
 
 
@@ -368,11 +576,10 @@ def score_corpus(
     if not 0 <= shard_index < shard_count:
         raise ValueError(f"shard_index {shard_index} not in [0, {shard_count})")
     listed = read_speech_scp(speech_scp)
-    uids = sorted(listed)[shard_index::shard_count]
+    uids = [u for u in sorted(listed) if shard_of(u, shard_count) == shard_index]
+    fingerprint = list_fingerprint(listed, shard_count)
     score_path, error_path, done_path = part_paths(out, shard_index, shard_count)
-    finished = {r["uid"] for r in read_table(score_path)} | {
-        r["uid"] for r in read_table(error_path)
-    }
+    finished = finished_uids(out)  # in any shard's tables: a new shard count rescores nothing
     todo = [u for u in uids if u not in finished]
     scores_out = _TableWriter(score_path, COLUMNS)
     errors_out = _TableWriter(error_path, ERROR_COLUMNS)
@@ -394,8 +601,11 @@ def score_corpus(
             error(*h)
     errors_out.flush()
     batches = plan_batches(items, batch_size)
-    scorer = scorer or Scorer(distill_mos)
-    skipped = () if getattr(scorer, "distill_mos", True) else ("distill_mos",)
+    if scorer is None and batches:  # nothing to score: no weights loaded
+        scorer = Scorer(distill_mos)
+    if scorer is not None:
+        distill_mos = getattr(scorer, "distill_mos", True)
+    skipped = () if distill_mos else ("distill_mos",)
     scored = [c for c in COLUMNS[2:-1] if c not in skipped]  # a NaN there is an error
     total_h = sum(i.num_samples / i.fs for i in items) / 3600
     progress = tqdm(
@@ -443,8 +653,17 @@ def score_corpus(
         progress.close()
         scores_out.close()
         errors_out.close()
-    done_path.write_text(json.dumps({"shard_index": shard_index, "shard_count": shard_count}))
-    merged = shard_count == 1 or merge_parts(out, shard_count)
+    marker = {
+        "shard_index": shard_index,
+        "shard_count": shard_count,
+        "fingerprint": fingerprint,  # valid for this uid list and shard count only
+        "run": uuid.uuid4().hex,  # tells a merge of these shards from an earlier one
+    }
+    _write_atomic(done_path, json.dumps(marker))
+    if shard_count > 1 or len(_all_tables(out)[0]) > 1:  # parts (maybe of an earlier run) exist
+        merged = merge_parts(out, shard_count, fingerprint)
+    else:
+        merged = True
     elapsed_s = time.perf_counter() - start
     return {
         "out": str(out),
@@ -457,7 +676,7 @@ def score_corpus(
         "audio_s": audio_s,
         "elapsed_s": elapsed_s,
         "hours_per_hour": audio_s / elapsed_s if elapsed_s > 0 else 0.0,
-        "shapes": sorted(scorer.shapes),
+        "shapes": sorted(scorer.shapes) if scorer is not None else [],
         "merged": merged,
     }
 
@@ -474,6 +693,17 @@ def _define_flags() -> None:
     flags.DEFINE_integer("num_workers", 2, "Threads decoding audio.")
     flags.DEFINE_integer("shard_index", None, "This process's shard (default jax.process_index).")
     flags.DEFINE_integer("shard_count", None, "Number of shards (default jax.process_count).")
+    flags.DEFINE_string(
+        "coordinator_address",
+        None,
+        "host:port of process 0 for a multi-process run without cluster auto-detection "
+        "(with --num_processes and --process_id).",
+    )
+    flags.DEFINE_integer("num_processes", None, "Processes of a multi-process run.")
+    flags.DEFINE_integer("process_id", None, "This process's id in a multi-process run.")
+    flags.DEFINE_integer(
+        "distributed_timeout_s", 300, "Wait this long for every process at start-up, then abort."
+    )
     flags.DEFINE_bool("progress", True, "Show a progress bar.")
     flags.DEFINE_bool(
         "distill_mos",
@@ -492,6 +722,13 @@ def main(argv) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments {argv[1:]}")
     prepare_runtime()
+    # Before any computation: with it jax.process_index() / process_count() (the default shard)
+    # are this process's place in the job, as in the trainer.
+    from urgent_jax.train.loop import maybe_initialize_distributed
+
+    maybe_initialize_distributed(
+        f.coordinator_address, f.num_processes, f.process_id, f.distributed_timeout_s
+    )
     summary = score_corpus(
         f.speech_scp,
         f.out,

@@ -8,7 +8,9 @@ sorted by uid and dealt round-robin to `DIR/shard-<k>-of-<N>.array_record`, so t
 only on the set of uids, not on the list's order. One record = one utterance (channel 0); the
 record layout and its decoding live in `urgent_jax.audio.packed` (codecs: `flac` / `pcm16`, 16-bit,
 lossless for 16-bit sources such as the demo corpus and most speech corpora; `float32`, lossless
-for anything). Labels ({name: value} from `--labels` kv files, e.g. utt2lang) ride in the header.
+for anything; with a 16-bit codec the packer warns once, with counts, when float / 24-bit sources
+are rounded to 16 bit or samples outside [-1, 1) clip). Labels ({name: value} from `--labels` kv
+files, e.g. utt2lang) ride in the header. A uid listed twice is an error naming the list and line.
 
 Besides the shards the packer writes
     DIR/index.tsv      uid, shard, position, fs, num_samples (the order of `PackedSource`)
@@ -34,10 +36,13 @@ opens its own readers) and can stand in for per-file reads in Grain pipelines.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+
+import numpy as np
 
 from urgent_jax.audio.io import read_audio
 from urgent_jax.audio.packed import (
@@ -61,6 +66,16 @@ from urgent_jax.data.manifest import (
 __all__ = ["CODECS", "PackedSource", "decode_record", "encode_record", "pack", "read_scp"]
 
 PACKED_SCP = "packed.scp"
+PCM16_CODECS = ("flac", "pcm16")  # 16-bit: lossless for 16-bit sources only
+log = logging.getLogger(__name__)
+
+
+def pcm16_losses(audio: np.ndarray) -> tuple[bool, bool]:
+    """(is_reduced, is_clipped) of float audio [T] stored as 16-bit PCM (`flac` / `pcm16`):
+    samples that are not multiples of 2^-15 are rounded, samples outside [-1, 1 - 2^-15] clip."""
+    scaled = np.asarray(audio, np.float64) * 32768.0
+    is_clipped = bool(np.any((scaled < -32768.0) | (scaled > 32767.0)))
+    return bool(np.any(scaled != np.rint(scaled))), is_clipped
 
 
 def shard_name(k: int, num_shards: int) -> str:
@@ -68,17 +83,25 @@ def shard_name(k: int, num_shards: int) -> str:
 
 
 def read_scp(path: str | os.PathLike) -> dict[str, tuple[int | None, str]]:
-    """uid -> (fs or None, path) from `uid fs path` or `uid path` lines."""
-    out = {}
+    """uid -> (fs or None, path) from `uid fs path` or `uid path` lines; ValueError naming the
+    list and line for a malformed line or a duplicate uid."""
+    out, first_line = {}, {}
     with open(path, encoding="utf-8") as f:
-        for line in f:
+        for line_no, line in enumerate(f, start=1):
             fields = line.split()
-            if len(fields) == 3:
-                out[fields[0]] = (int(fields[1]), fields[2])
+            if not fields:
+                continue
+            if len(fields) == 3 and fields[1].isdigit():
+                uid, entry = fields[0], (int(fields[1]), fields[2])
             elif len(fields) == 2:
-                out[fields[0]] = (None, fields[1])
-            elif fields:
-                raise ValueError(f"{path}: expected 'uid [fs] path', got {line!r}")
+                uid, entry = fields[0], (None, fields[1])
+            else:
+                raise ValueError(f"{path}:{line_no}: expected 'uid [fs] path', got {line!r}")
+            if uid in out:
+                raise ValueError(
+                    f"{path}:{line_no}: duplicate uid {uid} (first on line {first_line[uid]})"
+                )
+            out[uid], first_line[uid] = entry, line_no
     return out
 
 
@@ -110,6 +133,8 @@ def pack(
     start = time.perf_counter()
     if codec not in CODECS:
         raise ValueError(f"codec must be one of {CODECS}, got {codec!r}")
+    if num_shards < 1:
+        raise ValueError(f"num_shards must be at least 1, got {num_shards}")
     entries = read_scp(scp)
     label_maps = {name: read_kv(path) for name, path in (labels or {}).items()}
     out = Path(out).absolute()
@@ -120,6 +145,7 @@ def pack(
     shards = [shard_name(k, num_shards) for k in range(num_shards)]
     writers = [ArrayRecordWriter(str(out / name), "group_size:1") for name in shards]
     index_rows, audio_s, total_bytes = [], 0.0, 0
+    num_reduced = num_clipped = 0  # utterances the 16-bit codecs change (warned once, below)
     try:
         for i, uid in enumerate(uids):
             fs, path = entries[uid]
@@ -128,6 +154,10 @@ def pack(
             audio, rate = read_audio(path, first_channel=True)
             if fs is not None and rate != fs:
                 raise ValueError(f"{path}: rate {rate} Hz, list says {fs} Hz")
+            if codec in PCM16_CODECS:
+                is_reduced, is_clipped = pcm16_losses(audio[0])
+                num_reduced += is_reduced
+                num_clipped += is_clipped
             item_labels = {name: m[uid] for name, m in label_maps.items() if uid in m}
             record = encode_record(uid, audio[0], rate, codec, item_labels)
             shard = i % num_shards
@@ -138,6 +168,18 @@ def pack(
     finally:
         for w in writers:
             w.close()
+    if num_reduced:
+        log.warning(
+            "%s: %d of %d utterances have samples off the 16-bit grid (float or 24/32-bit "
+            "sources): codec %s stores them rounded to 16 bit (--codec float32 keeps them)",
+            scp, num_reduced, len(uids), codec,
+        )  # fmt: skip
+    if num_clipped:
+        log.warning(
+            "%s: %d of %d utterances have samples outside [-1, 1): codec %s clips them "
+            "(--codec float32 keeps them)",
+            scp, num_clipped, len(uids), codec,
+        )  # fmt: skip
     summary = {
         "out": str(out),
         "num_records": len(uids),
@@ -208,7 +250,7 @@ def _define_flags() -> None:
 
     flags.DEFINE_string("scp", None, "uid [fs] path list to pack.")
     flags.DEFINE_string("out", None, "Output directory for the shards and index.tsv.")
-    flags.DEFINE_integer("shards", 1, "Number of ArrayRecord shards.")
+    flags.DEFINE_integer("shards", 1, "Number of ArrayRecord shards (at least 1).", lower_bound=1)
     flags.DEFINE_enum("codec", "flac", list(CODECS), "Audio encoding inside records.")
     flags.DEFINE_multi_string("labels", [], "name=kv_file (uid value), repeatable.")
 

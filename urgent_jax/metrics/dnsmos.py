@@ -647,6 +647,23 @@ def segment_mean(raw: jax.Array, valid: jax.Array) -> dict[str, jax.Array]:
     return scores
 
 
+def shortcuts(
+    lengths, num_samples: int, sample_rate: int, max_segs: int | None = None
+) -> tuple[int | None, int | None]:
+    """(front_frames, distinct_segs) for `dnsmos_raw` on a batch padded to num_samples with host
+    `lengths`: the exact shortcuts for periodic (repeated) signals, None where they save nothing.
+    Static arguments, so one compile per value; valid for any subset of the batch's rows."""
+    num_segs = max_segments(_resampled_length(int(num_samples), sample_rate))
+    num_segs = max(num_segs if max_segs is None else int(max_segs), 1)
+    distinct_segs = distinct_segments_needed(lengths, sample_rate)
+    if distinct_segs is not None and distinct_segs >= num_segs:
+        distinct_segs = None
+    front_frames = front_frames_needed(lengths, sample_rate)
+    if front_frames is not None and front_frames >= _num_frames(distinct_segs or num_segs):
+        front_frames = None  # no saving
+    return front_frames, distinct_segs
+
+
 @functools.partial(
     jax.jit,
     static_argnames=("sample_rate", "max_segs", "chunk_size", "front_frames", "distinct_segs"),
@@ -689,15 +706,7 @@ def dnsmos(
         needed = required_segments(host, sample_rate)
         if max_segs is not None and needed > max_segs:
             raise ValueError(f"max_segs={max_segs} but these lengths need {needed} segments")
-        # Exact shortcuts for periodic (repeated) signals; static, so one compile per value.
-        num_segs = max_segments(_resampled_length(est.shape[1], sample_rate))
-        num_segs = max(num_segs if max_segs is None else int(max_segs), 1)
-        distinct_segs = distinct_segments_needed(host, sample_rate)
-        if distinct_segs is not None and distinct_segs >= num_segs:
-            distinct_segs = None
-        front_frames = front_frames_needed(host, sample_rate)
-        if front_frames is not None and front_frames >= _num_frames(distinct_segs or num_segs):
-            front_frames = None  # no saving
+        front_frames, distinct_segs = shortcuts(host, est.shape[1], sample_rate, max_segs)
     else:
         front_frames = distinct_segs = None
     return _dnsmos_jit(
