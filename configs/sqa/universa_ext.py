@@ -19,13 +19,17 @@ utterances, seed 42, validation every 1000 updates, inference batches of at most
 WavLM weights: a local Hugging Face directory of microsoft/wavlm-base-plus (config.json and
 model.safetensors or pytorch_model.bin), given as --config.model.frontend_weights=DIR.
 
-Launch:
+Launch (data.jsonl paths as `python -m urgent_jax.sqa.prepare --out data` writes them):
   python -m urgent_jax.sqa.train --config configs/sqa/universa_ext.py:5metric --workdir exp/sqa5 \
-      --config.data.train_jsonl=data/urgent2024_sqa/train/data.jsonl,data/bvcc/train/data.jsonl \
-      --config.eval.jsonl=data/chime_udase/eval/data.jsonl \
+      --config.data.train_jsonl=data/urgent2024-sqa/train/data.jsonl,data/bvcc/train/data.jsonl \
+      --config.eval.jsonl=data/chime-7-udase-eval/test/data.jsonl \
       --config.model.frontend_weights=/models/wavlm-base-plus
-  python -m urgent_jax.sqa.infer --workdir exp/sqa5 --data data/chime_udase/eval/data.jsonl --out exp/sqa5/eval
-  python -m urgent_jax.sqa.eval --pred exp/sqa5/eval/results.jsonl --ref data/chime_udase/eval/data.jsonl
+  python -m urgent_jax.sqa.infer --workdir exp/sqa5 --data data/chime-7-udase-eval/test/data.jsonl \
+      --out exp/sqa5/eval
+  python -m urgent_jax.sqa.eval --pred exp/sqa5/eval/results.jsonl \
+      --ref data/chime-7-udase-eval/test/data.jsonl
+On-the-fly degradation as augmentation (labels kept; off by default): --config.data.degrade.p=0.5
+[--config.data.degrade.kinds="('clipping', 'packet_loss')"] (fields: urgent_jax.sqa.data.Degrade).
 
 Expected figures: tiny in `make quickstart` (150 steps, 61 s on 2 CPU cores, 104 training clips: 52 degraded
 demo utterances + their clean references): held-out utterance SRCC 0.72 against the DNSMOS OVRL labels
@@ -39,6 +43,8 @@ import runpy
 
 import ml_collections
 from ml_collections import config_dict
+
+from urgent_jax.sqa.data import DEGRADE_DEFAULTS
 
 INF = math.inf
 MOS_RANGE = (1.0, 5.0)
@@ -80,6 +86,9 @@ def get_config(variant: str | None = None):
         name="universa_ext",
         kwargs=ml_collections.ConfigDict(dict(
             frontend="wavlm", d_model=768, num_layers=6, num_heads=8, ffn_dim=2048, dropout=0.1,
+            # ((field, value), ...) of the front-end; a WavLM checkpoint's do_normalize is added
+            # from its preprocessor_config.json (urgent_jax.sqa.task)
+            frontend_kwargs=(),
             **metric_kwargs(METRICS_5))),
         freeze_frontend=True,  # official: the SSL model gets no gradient
         frontend_weights=config_dict.placeholder(str),  # HF WavLM dir | "shipped" (Distill-MOS)
@@ -92,7 +101,8 @@ def get_config(variant: str | None = None):
         max_duration_s=config_dict.placeholder(float),  # drop longer items (None: only the cap)
         num_buckets=8,  # padded lengths (compiled shapes) per batch size, train and validation
         num_workers=2,
-        degrade=config_dict.placeholder(dict),  # on-the-fly degradation (urgent_jax.sqa.data)
+        # On-the-fly degradation, `Degrade` keyword arguments (urgent_jax.sqa.data); p = 0: off.
+        degrade=ml_collections.ConfigDict(DEGRADE_DEFAULTS),
     ))  # fmt: skip
     c.optim = common.optim_config(lr=3e-5, weight_decay=0.01, clip_norm=1.0, schedule="linear",
                                   warmup_steps=2500)

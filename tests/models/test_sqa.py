@@ -209,3 +209,57 @@ def test_registry_builds_universa_ext():
     )
     assert boxed and all(isinstance(p, nn.Partitioned) for p in boxed)
     assert all(set(p.names) <= vocabulary for p in boxed)
+
+
+def _zero_mean_unit_var_norm(audio, lengths):
+    """transformers' Wav2Vec2FeatureExtractor.zero_mean_unit_var_norm in numpy: per item over its
+    first `length` samples (x - mean) / sqrt(var + 1e-7), padding 0."""
+    out = np.zeros_like(audio, dtype=np.float64)
+    for b, n in enumerate(lengths):
+        x = audio[b, :n].astype(np.float64)
+        out[b, :n] = (x - x.mean()) / np.sqrt(x.var() + 1e-7)
+    return out
+
+
+def test_wavlm_input_normalisation_matches_the_feature_extractor():
+    from urgent_jax.models import wavlm
+
+    rng = np.random.default_rng(3)
+    lengths = np.array([4000, 2500, 700, 1], np.int32)
+    audio = (0.05 * rng.standard_normal((4, 4000)) + rng.uniform(-0.3, 0.3, (4, 1))).astype(np.float32)
+    audio[np.arange(4000)[None, :] >= lengths[:, None]] = 7.0  # padding must not count
+    want = _zero_mean_unit_var_norm(audio, lengths)
+    got = np.asarray(wavlm.normalize_waveform(audio, lengths))
+    np.testing.assert_allclose(got, want, rtol=0, atol=2e-5)
+
+    # Inside the model: do_normalize=True on the raw padded batch == False on normalised input.
+    plain = wavlm.WavLMConfig.from_dict(dict(TINY_WAVLM))
+    norm = wavlm.WavLMConfig.from_dict({**dict(TINY_WAVLM), "do_normalize": True})
+    batch, n = audio[:3, :2500], lengths[:3].clip(max=2500)
+    shapes = jax.eval_shape(wavlm.WavLM(plain).init, jax.random.key(0), batch, n)
+    params = _random_like(nn.unbox(shapes))
+    hidden, frames = jax.jit(wavlm.WavLM(norm).apply)(params, batch, n)
+    normalised = _zero_mean_unit_var_norm(batch, n).astype(np.float32)
+    hidden_ref, frames_ref = jax.jit(wavlm.WavLM(plain).apply)(params, normalised, n)
+    np.testing.assert_array_equal(frames, frames_ref)
+    valid = np.arange(hidden.shape[2])[None, :] < np.asarray(frames)[:, None]  # [B, T']
+    np.testing.assert_allclose(np.asarray(hidden)[:, valid], np.asarray(hidden_ref)[:, valid],
+                               rtol=1e-4, atol=1e-4)  # fmt: skip
+
+
+def test_wavlm_do_normalize_read_from_preprocessor_config(tmp_path):
+    import json
+
+    from urgent_jax.models import wavlm
+
+    (tmp_path / "config.json").write_text(json.dumps({k: list(v) if isinstance(v, tuple) else v
+                                                      for k, v in TINY_WAVLM}))  # fmt: skip
+    assert not wavlm.WavLMConfig.from_pretrained(tmp_path).do_normalize  # no preprocessor file
+    preprocessor = tmp_path / "preprocessor_config.json"
+    preprocessor.write_text(json.dumps({"do_normalize": False, "feature_size": 1}))
+    assert not wavlm.WavLMConfig.from_pretrained(tmp_path).do_normalize
+    preprocessor.write_text(json.dumps({"do_normalize": True, "feature_size": 1}))
+    assert wavlm.WavLMConfig.from_pretrained(tmp_path / "config.json").do_normalize
+    assert dict(sqa.wavlm_frontend_kwargs(tmp_path))["do_normalize"] is True
+    preprocessor.write_text(json.dumps({"feature_size": 1}))  # Wav2Vec2FeatureExtractor default
+    assert wavlm.WavLMConfig.from_pretrained(tmp_path).do_normalize

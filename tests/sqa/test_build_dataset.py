@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import jax
 import numpy as np
 import pytest
@@ -10,6 +13,7 @@ import soundfile as sf
 from urgent_jax.data.manifest import read_kv, read_meta_tsv
 from urgent_jax.sqa.build_dataset import SPEECH_LISTS, build_dataset, select_speech, system_id
 from urgent_jax.sqa.data import read_jsonl
+
 
 def _si_sdr(ref, est):
     """Scale-invariant SDR in dB (numpy, zero-mean signals as the official definition)."""
@@ -116,3 +120,81 @@ def test_rerun_resumes_without_rescoring(built, monkeypatch):
                 heldout_fraction=0.5, use_progress_bar=False)
     again = build_dataset(str(out.parent / "pick"), str(out), **args)
     assert again == summary
+
+
+# REFERENCE.md §1.5: the Track 2 metric names of data.jsonl.
+TRACK2_METRICS = (
+    "mos", "dnsmos_ovrl", "scoreq", "utmos", "nisqa_mos", "distill_mos", "sigmos_ovrl", "sigmos_col",
+    "sigmos_disc", "sigmos_loud", "sigmos_reverb", "sigmos_sig", "sigmos_noise", "lps", "spksim",
+    "sbert", "mcd", "sdr", "pesq", "pesqc2", "lsd", "estoi",
+)  # fmt: skip
+# What each Track 2 metric the suite computes is called in the registry (metric -> output).
+SUITE_OUTPUTS = {
+    "dnsmos_ovrl": ("dnsmos", "DNSMOS_OVRL"), "scoreq": ("scoreq", "SCOREQ"),
+    "utmos": ("utmos", "UTMOS"), "nisqa_mos": ("nisqa", "NISQA"),
+    "distill_mos": ("distill_mos", "DISTILL_MOS"), "lps": ("lps", "LPS"),
+    "spksim": ("spk_sim", "SpkSim"), "sbert": ("speechbert_score", "SpeechBERTScore"),
+    "mcd": ("mcd", "MCD"), "sdr": ("sdr", "SDR"), "pesq": ("pesq", "PESQ"),
+    "lsd": ("lsd", "LSD"), "estoi": ("estoi", "ESTOI"),
+}  # fmt: skip
+
+
+def test_labels_carry_track2_metric_names(tmp_path, monkeypatch):
+    from urgent_jax.metrics.registry import get_metric
+    from urgent_jax.sqa import build_dataset as module
+
+    calls = []
+
+    def fake_score(ref_scp, inf_scp, out_dir, metrics, **kwargs):  # one value per output
+        calls.append(metrics)
+        Path(out_dir).mkdir(parents=True, exist_ok=True)
+        outputs = [o for m in metrics for o in get_metric(m).outputs]
+        return {"scores": {o: {"u1": float(i)} for i, o in enumerate(outputs)}}
+
+    monkeypatch.setattr(module.score_lib, "score", fake_score)
+    (tmp_path / "inf.scp").write_text("u1 /x/u1.wav\n")
+    metrics = sorted({m for m, _ in SUITE_OUTPUTS.values()} | {"si_sdr"})
+    labels = module._label(None, tmp_path / "inf.scp", tmp_path / "labels", metrics, 4, False)["u1"]
+    outputs = [o for m in metrics for o in get_metric(m).outputs]
+    assert set(SUITE_OUTPUTS) <= set(TRACK2_METRICS)
+    for name, (metric, output) in SUITE_OUTPUTS.items():
+        assert get_metric(metric).outputs.count(output) == 1
+        assert labels[name] == float(outputs.index(output)), name  # the right output's value
+    assert labels["si_sdr"] == float(outputs.index("SI_SDR"))
+    assert labels["dnsmos_sig"] == float(outputs.index("DNSMOS_SIG"))
+    assert not {"nisqa", "speechbertscore"} & set(labels)
+    # A labels.json cached with the old names is scored again, not reused.
+    cache = tmp_path / "labels" / "labels.json"
+    old = json.loads(cache.read_text())
+    old["labels"]["u1"]["nisqa"] = old["labels"]["u1"].pop("nisqa_mos")
+    cache.write_text(json.dumps(old))
+    assert module._label(None, tmp_path / "inf.scp", tmp_path / "labels", metrics, 4, False)["u1"] == labels
+    assert len(calls) == 2
+
+
+def test_default_metrics_are_the_issue_suite(monkeypatch):
+    """Issue #7: DNSMOS, Distill-MOS, PESQ, ESTOI, SDR, SI-SDR, LSD, MCD."""
+    import urgent_jax
+    from urgent_jax.sqa import build_dataset as module
+    from urgent_jax.train import launch
+
+    seen = {}
+    monkeypatch.setattr(module, "build_dataset", lambda *a, **kw: seen.update(kw) or {})
+    monkeypatch.setattr(urgent_jax, "prepare_runtime", lambda: None)  # no process-wide settings
+    monkeypatch.setattr(launch, "quiet_logs", lambda: None)
+    assert module.main(["--sources_dir", "s", "--out", "o"]) == 0
+    assert sorted(seen["metrics"]) == sorted(
+        ["dnsmos", "distill_mos", "pesq", "estoi", "sdr", "si_sdr", "lsd", "mcd"])
+
+
+def test_enhancers_with_one_folder_name_are_refused(tmp_path):
+    (tmp_path / "a" / "model").mkdir(parents=True)
+    (tmp_path / "b" / "model").mkdir(parents=True)
+    with pytest.raises(ValueError, match="same folder name 'model'"):
+        build_dataset(str(tmp_path / "sources"), str(tmp_path / "out"),
+                      enhance_workdirs=(str(tmp_path / "a" / "model"), str(tmp_path / "b" / "model")))
+    (tmp_path / "c" / "clean").mkdir(parents=True)
+    with pytest.raises(ValueError, match="folder name 'clean' is taken"):
+        build_dataset(str(tmp_path / "sources"), str(tmp_path / "out"),
+                      enhance_workdirs=(str(tmp_path / "c" / "clean"),))
+    assert not (tmp_path / "out").exists()  # refused before any work

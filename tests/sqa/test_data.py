@@ -14,6 +14,7 @@ import soxr
 
 from urgent_jax.data.sources import BadFileError
 from urgent_jax.sqa.data import (
+    LENGTH_SLACK,
     Degrade,
     JsonlError,
     degrade_batch,
@@ -114,6 +115,20 @@ def test_jsonl_relative_paths(tmp_path, monkeypatch):
          "system_id must be a non-empty string"),
         ('{"audio_path": "a", "system_id": "s", "sample_id": "u", "duration": -1, "metrics": {}}',
          "duration must be a number"),
+        (('{"audio_path": "a", "system_id": "s", "sample_id": "u", "duration": Infinity, '
+          '"metrics": {}}'), "duration must be a number >= 0 and finite"),
+        ('{"audio_path": "a", "system_id": "s", "sample_id": "u", "duration": NaN, "metrics": {}}',
+         "duration must be a number >= 0 and finite"),
+        (('{"audio_path": "a", "system_id": "s", "sample_id": "u", "duration": 1e300, '
+          '"metrics": {}}'), r"duration 1e\+300 s is over 24 h"),
+        (('{"audio_path": "a", "system_id": "s", "sample_id": "u", "duration": 86401, '
+          '"metrics": {}}'), "duration 86401.0 s is over 24 h"),
+        (('{"audio_path": "a", "system_id": "s", "sample_id": "u", "duration": 1, '
+          '"metrics": {"mos": Infinity}}'), r"metric 'mos' must be a number \(finite, or NaN"),
+        (('{"audio_path": "a", "system_id": "s", "sample_id": "u", "duration": 1, '
+          '"metrics": {"mos": -Infinity}}'), r"metric 'mos' must be a number \(finite, or NaN"),
+        ('{"audio_path": "a", "system_id": "s", "sample_id": "u", "duration": 1, '
+         '"metrics": {"mos": 1' + 400 * "0" + '}}', r"metric 'mos' must be a number"),
     ],
 )  # fmt: skip
 def test_jsonl_errors_name_path_and_line(tmp_path, line, message):
@@ -122,6 +137,17 @@ def test_jsonl_errors_name_path_and_line(tmp_path, line, message):
     path.write_text(good + "\n\n" + line + "\n")
     with pytest.raises(JsonlError, match=rf"data\.jsonl:3: {message}"):
         read_jsonl(path)
+
+
+def test_jsonl_accepts_a_day_and_nan_or_null_labels(tmp_path):
+    line = ('{"audio_path": "a", "system_id": "s", "sample_id": "u", "duration": 86400, '
+            '"metrics": {"mos": NaN, "utmos": null, "sdr": -12.5}}')  # fmt: skip
+    (tmp_path / "data.jsonl").write_text(line + "\n")
+    [r] = read_jsonl(tmp_path / "data.jsonl")
+    assert r["duration"] == 86400.0 and r["metrics"]["sdr"] == -12.5
+    assert math.isnan(r["metrics"]["mos"]) and math.isnan(r["metrics"]["utmos"])
+    with pytest.raises(JsonlError, match="metric 'mos' must be a number"):
+        write_jsonl(tmp_path / "out.jsonl", [{**r, "metrics": {"mos": math.inf}}])
 
 
 def test_jsonl_duplicate_key(tmp_path):
@@ -337,6 +363,30 @@ def test_bad_files_are_skipped_and_counted(corpus, tmp_path):
         assert not valid and length == 0 and np.all(np.isnan(labels))
     assert sum(v for v, _, _ in rows.values()) == 2
     with pytest.raises(BadFileError, match="missing.wav"):
+        all_batches(make_sqa_loader(tmp_path / "data.jsonl", METRICS, num_epochs=1,
+                                    shuffle=False, policy="raise"))  # fmt: skip
+
+
+def test_audio_longer_than_its_duration_is_skipped_not_cut(corpus, tmp_path, caplog):
+    records = read_jsonl(corpus / "data.jsonl")[:4]
+    short = records[1]  # its file is twice as long as the data.jsonl says
+    records[1] = {**short, "duration": short["duration"] / 2}
+    # Within LENGTH_SLACK: the 3-decimal rounding of durations is not a mismatch.
+    records[2] = {**records[2], "duration": records[2]["duration"] - 0.5 * LENGTH_SLACK / 16000}
+    write_jsonl(tmp_path / "data.jsonl", records)
+    info = sf.info(short["audio_path"])
+    num_samples = -(-info.frames * 16000 // info.samplerate)  # the file at 16 kHz
+    planned = int(round(short["duration"] / 2, 3) * 16000)
+    with caplog.at_level("WARNING", logger="urgent_jax"):
+        it = make_sqa_loader(tmp_path / "data.jsonl", METRICS, num_epochs=1, shuffle=False)
+        batches = all_batches(it)
+    assert it.skipped()["duration_mismatch"] == 1 and sum(b["skipped"] for b in batches) == 1
+    assert "duration_mismatch" in caplog.text and short["audio_path"] in caplog.text
+    rows = {s: (v, n) for b in batches for s, v, n in zip(b["sample_id"], b["valid"], b["lengths"])}
+    assert rows[short["sample_id"]] == (False, 0)
+    assert all(rows[r["sample_id"]][0] for r in records if r is not records[1])
+    with pytest.raises(BadFileError, match=rf"duration_mismatch \({num_samples} samples .* "
+                                           rf"gives {planned} \(\+{LENGTH_SLACK}"):
         all_batches(make_sqa_loader(tmp_path / "data.jsonl", METRICS, num_epochs=1,
                                     shuffle=False, policy="raise"))  # fmt: skip
 

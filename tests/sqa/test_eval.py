@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from urgent_jax.data.manifest import read_kv
+from urgent_jax.data.manifest import ManifestError, read_kv
 from urgent_jax.sqa import eval as sqa_eval
 from urgent_jax.sqa.data import write_jsonl
 from urgent_jax.sqa.results import read_predictions, write_results
@@ -104,3 +104,63 @@ def test_missing_reference_is_an_error(corpus, capsys):
     rc = sqa_eval.main(["--pred", str(root / "extra.scp"), "--ref", str(root / "data.jsonl"),
                         "--pred-metric", "extra:mos"])
     assert rc == 2 and "utt999" in capsys.readouterr().err
+
+
+def test_prediction_metric_named_twice_is_an_error(corpus, capsys):
+    root, refs, _ = corpus
+    with pytest.raises(ValueError, match=r"'mos' twice \('mos' and 'mos:dnsmos_ovrl'\)"):
+        sqa_eval.parse_metric_pairs(["mos", "mos:dnsmos_ovrl"])
+    records = read_predictions(root / "pred" / "results.jsonl")
+    with pytest.raises(ValueError, match=r"\['mos'\] named more than once"):
+        sqa_eval.evaluate(records, refs, [("mos", "mos"), ("mos", "dnsmos_ovrl")])
+    out = root / "result.json"
+    rc = sqa_eval.main(["--pred", str(root / "pred" / "results.jsonl"), "--ref", str(root / "data.jsonl"),
+                        "--pred-metric", "mos", "--pred-metric", "mos:dnsmos_ovrl", "--output", str(out)])
+    assert rc == 2 and "twice" in capsys.readouterr().err and not out.exists()
+    # One reference per prediction name is fine, several names too.
+    pairs = sqa_eval.parse_metric_pairs(["mos:dnsmos_ovrl", "dnsmos_ovrl:mos"])
+    assert pairs == [("mos", "dnsmos_ovrl"), ("dnsmos_ovrl", "mos")]
+
+
+def test_duplicate_results_line_is_an_error_naming_path_and_line(corpus):
+    root, _, _ = corpus
+    path = root / "pred" / "results.jsonl"
+    lines = path.read_text().splitlines()
+    path.write_text("\n".join([lines[0], *lines[1:4], lines[0], *lines[4:]]) + "\n")
+    with pytest.raises(ManifestError, match=r"results\.jsonl:5: duplicate .*'utt000', 'sys0'.* line 1"):
+        read_predictions(path)
+    # Same sample in another system is another prediction (results.jsonl keys by both ids).
+    other = json.loads(lines[0])
+    path.write_text("\n".join([*lines, json.dumps({**other, "system_id": "sysX"})]) + "\n")
+    assert len(read_predictions(path)) == 61
+
+
+def _pred(sample_id, system_id, **metrics):
+    return {"sample_id": sample_id, "system_id": system_id, "metrics": metrics}
+
+
+def test_scp_outputs_refuse_a_sample_id_in_two_systems(tmp_path):
+    records = [_pred("u1", "s1", mos=3.0), _pred("u1", "s2", mos=4.0), _pred("u2", "s1", mos=2.0)]
+    with pytest.raises(ValueError, match=r"sample_id 'u1' occurs for systems 's1' and 's2'"):
+        write_results(tmp_path / "a", records)
+    with pytest.raises(ValueError, match=r"duplicate \(sample_id, system_id\) \('u1', 's1'\)"):
+        write_results(tmp_path / "b", [records[0], records[0]])
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()  # nothing half-written
+
+
+def test_submission_metric_choices(tmp_path):
+    with_mos = [_pred("u1", "s", mos=3.0, dnsmos_ovrl=2.0), _pred("u2", "s", mos=4.0, dnsmos_ovrl=1.0)]
+    files = write_results(tmp_path / "a", with_mos, submission_metric="mos")
+    assert files == ["results.jsonl", "mos.scp", "dnsmos_ovrl.scp"]
+    assert read_kv(tmp_path / "a" / "mos.scp") == {"u1": "3.0000", "u2": "4.0000"}
+    # A model with mos: its mos.scp is the submission; another metric may not overwrite it.
+    with pytest.raises(ValueError, match="predicts mos.*'dnsmos_ovrl' would overwrite"):
+        write_results(tmp_path / "b", with_mos, submission_metric="dnsmos_ovrl")
+    without = [{**r, "metrics": {"dnsmos_ovrl": r["metrics"]["dnsmos_ovrl"]}} for r in with_mos]
+    with pytest.raises(ValueError, match="'mos' is not predicted by the model"):
+        write_results(tmp_path / "c", without, submission_metric="mos")
+    with pytest.raises(ValueError, match="'utmos' is not predicted by the model"):
+        write_results(tmp_path / "c", without, submission_metric="utmos")
+    files = write_results(tmp_path / "d", without, submission_metric="dnsmos_ovrl")
+    assert files == ["results.jsonl", "dnsmos_ovrl.scp", "mos.scp"]
+    assert read_kv(tmp_path / "d" / "mos.scp") == {"u1": "2.0000", "u2": "1.0000"}

@@ -4,9 +4,11 @@ format (REFERENCE.md §1.5), the CLI and the file:line errors."""
 
 from __future__ import annotations
 
+import ast
 import csv
 import json
 import math
+import re
 import zipfile
 from pathlib import Path
 
@@ -352,3 +354,24 @@ def test_xlsx_errors(tmp_path):
 def test_unknown_corpus(tmp_path):
     with pytest.raises(PrepareError, match="unknown corpus 'nope'"):
         prepare_corpus("nope", tmp_path, tmp_path / "out")
+
+
+DOCUMENTED = ("configs/sqa/universa_ext.py", "urgent_jax/sqa/train.py", "urgent_jax/sqa/infer.py",
+              "urgent_jax/sqa/eval.py")  # fmt: skip
+
+
+def test_documented_data_paths_are_what_prepare_writes(tmp_path):
+    """Every data/<corpus>/<split>/data.jsonl in the SQA commands' docstrings is a file that
+    `python -m urgent_jax.sqa.prepare --out data` writes (corpus name and split)."""
+    repo = Path(__file__).resolve().parents[2]
+    found = set()
+    for rel in DOCUMENTED:
+        doc = ast.get_docstring(ast.parse((repo / rel).read_text()))
+        found |= {(rel, *m) for m in re.findall(r"\bdata/([\w.-]+)/([\w.-]+)/data\.jsonl", doc)}
+    assert {rel for rel, _, _ in found} == set(DOCUMENTED)
+    splits = {}  # corpus -> the splits its preparation writes
+    for rel, corpus, split in sorted(found):
+        assert corpus in CORPORA, f"{rel}: data/{corpus}/{split}: no corpus {corpus!r}"
+        if corpus not in splits:
+            splits[corpus] = set(LAYOUTS[corpus](tmp_path / corpus))
+        assert split in splits[corpus], f"{rel}: data/{corpus}/{split}: splits {splits[corpus]}"

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import jax
+import ml_collections
 import numpy as np
 import pytest
 import soundfile as sf
@@ -98,6 +100,21 @@ def test_infer_outputs_match_direct_apply_and_eval(trained, corpus, tmp_path):
     assert set(stats["sdr"]) == {"utterance", "system"}
 
 
+def test_infer_refuses_a_wrong_submission_metric_or_shared_sample_ids(trained, corpus, tmp_path):
+    workdir, _ = trained
+    data = str(corpus / "data.jsonl")
+    with pytest.raises(ValueError, match="submission metric 'mos' is not predicted by the model"):
+        sqa_infer.infer(str(workdir), str(tmp_path / "a"), data_jsonl=data, submission_metric="mos")
+    records = read_jsonl(data)[:2]
+    assert records[0]["system_id"] != records[1]["system_id"]
+    records[1] = {**records[1], "sample_id": records[0]["sample_id"]}
+    write_jsonl(tmp_path / "shared.jsonl", records)
+    with pytest.raises(ValueError, match=rf"sample_id '{records[0]['sample_id']}' occurs for systems"):
+        sqa_infer.infer(str(workdir), str(tmp_path / "b"), data_jsonl=str(tmp_path / "shared.jsonl"))
+    assert not (tmp_path / "a" / "results.jsonl").exists()
+    assert not (tmp_path / "b" / "results.jsonl").exists()
+
+
 def test_infer_from_wav_scp_reports_unreadable(trained, corpus, tmp_path):
     workdir, _ = trained
     (tmp_path / "broken.wav").write_bytes(b"not audio")
@@ -106,6 +123,55 @@ def test_infer_from_wav_scp_reports_unreadable(trained, corpus, tmp_path):
     assert summary["num_predicted"] == 1 and summary["num_errors"] == 1
     errors = (tmp_path / "out" / "errors.tsv").read_text().splitlines()
     assert errors[1].startswith("b\t") and "broken.wav" in errors[1]
+
+
+def _command_line_config(*overrides: str):
+    """The config as `python -m urgent_jax.sqa.train --config CONFIG <overrides>` parses it
+    (ml_collections config_flags, locked as urgent_jax.train.launch defines the flag)."""
+    from absl import flags
+    from ml_collections import config_flags
+
+    argv = ["train", f"--config={CONFIG}", *overrides]
+    flag_values = flags.FlagValues()
+    config_flags.DEFINE_config_file("config", None, "", flag_values=flag_values, lock_config=True,
+                                    sys_argv=argv)  # fmt: skip
+    flag_values(argv)
+    return flag_values.config
+
+
+def test_degradation_switched_on_from_the_command_line(corpus):
+    def first_batches(*overrides):
+        config = _command_line_config(*overrides)
+        config.data.train_jsonl = (str(corpus / "data.jsonl"),)
+        loader = SqaTask(config).train_data(seed=0, shard_index=0, shard_count=1)
+        try:
+            return [next(loader) for _ in range(3)]
+        finally:
+            loader.close()
+
+    off = first_batches()  # default: data.degrade.p = 0
+    records = {r["sample_id"]: r for r in read_jsonl(corpus / "data.jsonl")}
+    num_checked = 0
+    for batch in off:  # untouched: the 16 kHz files' samples exactly
+        for k in np.flatnonzero(batch["valid"]):
+            audio, fs = sf.read(records[batch["sample_id"][k]]["audio_path"], dtype="float32")
+            if fs == 16000:
+                np.testing.assert_array_equal(batch["audio"][k, : audio.size], audio)
+                assert batch["lengths"][k] == audio.size
+                num_checked += 1
+    assert num_checked >= 3
+    on = first_batches("--config.data.degrade.p=1", "--config.data.degrade.kinds=('packet_loss',)",
+                       "--config.data.degrade.loss_rate=(0.5,0.5)")  # fmt: skip
+    for a, b in zip(off, on):  # same seed: same items, each degraded, labels kept
+        assert list(a["sample_id"]) == list(b["sample_id"])
+        np.testing.assert_array_equal(a["labels"], b["labels"])
+        for k in np.flatnonzero(a["valid"]):
+            n = a["lengths"][k]
+            assert not np.array_equal(a["audio"][k, :n], b["audio"][k, :n])
+            lost = np.abs(b["audio"][k, : n // 320 * 320].reshape(-1, 320)).max(axis=1) == 0
+            assert lost.any()  # whole 20 ms packets zeroed
+    with pytest.raises(ValueError, match="subset"):
+        first_batches("--config.data.degrade.p=0.5", "--config.data.degrade.kinds=('codec',)")
 
 
 def test_frozen_frontend_gets_no_update(corpus):
@@ -135,3 +201,23 @@ def test_frozen_frontend_gets_no_update(corpus):
     assert all(moved)
     variables = merge_variables(new_state.params, new_state.constants)
     assert set(variables["params"]) == set(state.params) | {"frontend"}
+
+
+def test_wavlm_checkpoint_normalisation_reaches_the_model_and_config(tmp_path):
+    checkpoint = tmp_path / "wavlm"
+    checkpoint.mkdir()
+    (checkpoint / "config.json").write_text(json.dumps({"hidden_size": 768}))
+    (checkpoint / "preprocessor_config.json").write_text(json.dumps({"do_normalize": True}))
+    # An explicit frontend_kwargs setting wins.
+    config = _command_line_config(f"--config.model.frontend_weights={checkpoint}",
+                                  "--config.model.kwargs.frontend_kwargs=(('do_normalize',False),)")
+    config.model.kwargs.frontend = "wavlm"
+    assert dict(SqaTask(config).model.frontend_kwargs)["do_normalize"] is False
+    config = _command_line_config(f"--config.model.frontend_weights={checkpoint}")
+    config.model.kwargs.frontend = "wavlm"
+    task = SqaTask(config)
+    assert dict(task.model.frontend_kwargs)["do_normalize"] is True
+    # Recorded in the config (config.json), so inference without the directory normalises too.
+    shutil.rmtree(checkpoint)
+    again = SqaTask(ml_collections.ConfigDict(json.loads(config.to_json())))
+    assert dict(again.model.frontend_kwargs)["do_normalize"] is True

@@ -51,6 +51,7 @@ REASONS: tuple[str, ...] = (
     "non_finite",
     "too_short",
     "wrong_rate",
+    "duration_mismatch",  # SQA: audio longer than its data.jsonl duration (sqa.data.SQASource)
 )
 NUM_REASONS = len(REASONS)
 SILENT_PEAK = 1e-7  # a segment whose peak |x| is at most this is silent (16-bit LSB is 3e-5)

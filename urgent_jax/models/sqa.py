@@ -10,7 +10,8 @@ range. Boxes of the reference, in order:
   masked mean pooling over valid frames; head Linear(d_model -> M); `range_activation`.
 Front-ends (`frontend=`), parameters under the params subtree "frontend":
   'wavlm'      `models.wavlm.WavLM` (frontend_kwargs = WavLMConfig fields; default wavlm-base(-plus)
-               sizes); 13 hidden states of width 768; pretrained weights via `load_frontend`;
+               sizes; do_normalize: the checkpoint's per-utterance input normalisation over the
+               valid samples); 13 hidden states of width 768; pretrained weights via `load_frontend`;
   'distillmos' the Distill-MOS encoder (`metrics.distillmos.DistillMOS.embed`): the audio is cut
                into consecutive 7.68 s crops (zero-padded at the end), each normalised by its peak
                as in Distill-MOS, 384 frames of width 200 per crop (20 ms); shipped weights via
@@ -28,7 +29,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from pathlib import Path
 from typing import Any
 
 import flax.linen as nn
@@ -220,10 +220,9 @@ def load_frontend(kind: str, path=None) -> dict[str, Any]:
 
 def wavlm_frontend_kwargs(path) -> tuple[tuple[str, Any], ...]:
     """frontend_kwargs of UniVersaExt for a local Hugging Face WavLM directory: its config's
-    fields as ((name, value), ...) (hashable, so the module stays a valid static argument)."""
-    path = Path(path)
-    directory = path.parent if path.is_file() else path
-    config = wavlm.WavLMConfig.from_json(directory / "config.json")
+    fields, do_normalize from its preprocessor_config.json included, as ((name, value), ...)
+    (hashable, so the module stays a valid static argument)."""
+    config = wavlm.WavLMConfig.from_pretrained(path)
     return tuple(dataclasses.asdict(config).items())
 
 

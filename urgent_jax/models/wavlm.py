@@ -4,7 +4,9 @@
 reproduces `transformers.WavLMModel` with `output_hidden_states=True` (transformers 5.x) in
 inference: hidden_states[0] is the input of the first transformer layer, hidden_states[i] the output
 of layer i. `convert_hf_checkpoint(dir)` reads config.json and model.safetensors or
-pytorch_model.bin (no torch needed) and returns `(WavLMConfig, params)`.
+pytorch_model.bin (no torch needed) and returns `(WavLMConfig, params)`. With `do_normalize` (from
+the checkpoint's preprocessor_config.json) the input is first normalised per utterance over its
+valid samples, as the checkpoint's Wav2Vec2FeatureExtractor does before the model.
 
 Blocks (transformers modeling_wavlm.py, read for the facts):
   - feature encoder: Conv1d stack (kernels (10, 3, 3, 3, 3, 2, 2), strides (5, 2, 2, 2, 2, 2, 2),
@@ -49,6 +51,8 @@ from flax import traverse_util
 from urgent_jax.metrics import torch_checkpoint
 
 Dtype = Any
+PREPROCESSOR_FILE = "preprocessor_config.json"  # the feature extractor's settings
+NORMALIZE_EPS = 1e-7  # transformers Wav2Vec2FeatureExtractor.zero_mean_unit_var_norm
 
 
 @dataclasses.dataclass(frozen=True)
@@ -76,6 +80,9 @@ class WavLMConfig:
     attention_dropout: float = 0.1
     activation_dropout: float = 0.1
     feat_proj_dropout: float = 0.0
+    # Per-utterance zero-mean unit-variance input over the valid samples, as the checkpoint's
+    # feature extractor (preprocessor_config.json `do_normalize`; `normalize_waveform`).
+    do_normalize: bool = False
 
     @classmethod
     def from_dict(cls, hf: dict[str, Any]) -> WavLMConfig:
@@ -97,6 +104,34 @@ class WavLMConfig:
     @classmethod
     def from_json(cls, path: str | Path) -> WavLMConfig:
         return cls.from_dict(json.loads(Path(path).read_text()))
+
+    @classmethod
+    def from_pretrained(cls, path: str | Path) -> WavLMConfig:
+        """The config of a Hugging Face checkpoint directory (or a file inside it): config.json,
+        with `do_normalize` from preprocessor_config.json when there is one (transformers'
+        Wav2Vec2FeatureExtractor: true when the file omits it); False without the file."""
+        directory = Path(path)
+        if directory.is_file():
+            directory = directory.parent
+        hf = json.loads((directory / "config.json").read_text())
+        preprocessor = directory / PREPROCESSOR_FILE
+        do_normalize = False
+        if preprocessor.exists():
+            do_normalize = bool(json.loads(preprocessor.read_text()).get("do_normalize", True))
+        return cls.from_dict({**hf, "do_normalize": do_normalize})
+
+
+def normalize_waveform(audio: jax.Array, lengths: jax.Array, eps: float = NORMALIZE_EPS):
+    """(x - mean) / sqrt(var + eps) per item over its first `lengths` samples (population
+    variance), padding set to 0: transformers' zero_mean_unit_var_norm. audio [B, T], lengths [B]
+    -> [B, T] float32."""
+    audio = jnp.asarray(audio, jnp.float32)
+    lengths = jnp.asarray(lengths, jnp.int32)
+    mask = jnp.arange(audio.shape[1])[None, :] < lengths[:, None]  # [B, T]
+    count = jnp.maximum(lengths, 1).astype(jnp.float32)[:, None]
+    mean = jnp.sum(jnp.where(mask, audio, 0.0), axis=1, keepdims=True) / count
+    var = jnp.sum(jnp.where(mask, jnp.square(audio - mean), 0.0), axis=1, keepdims=True) / count
+    return jnp.where(mask, (audio - mean) * jax.lax.rsqrt(var + eps), 0.0)
 
 
 _ACTIVATIONS = {
@@ -368,6 +403,8 @@ class WavLM(nn.Module):
         audio = jnp.asarray(audio, jnp.float32)
         if lengths is None:
             lengths = jnp.full(audio.shape[:1], audio.shape[1], jnp.int32)
+        if cfg.do_normalize:  # the checkpoint's feature-extractor normalisation, padding -> 0
+            audio = normalize_waveform(audio, lengths)
         feats = FeatureEncoder(
             cfg.conv_dim,
             cfg.conv_kernel,
@@ -491,13 +528,14 @@ def convert_state_dict(config: WavLMConfig, state: dict[str, np.ndarray]) -> dic
 def convert_hf_checkpoint(path: str | Path) -> tuple[WavLMConfig, dict[str, Any]]:
     """(config, params) of a local Hugging Face WavLM checkpoint directory (or a file inside it).
 
-    Reads config.json and model*.safetensors (preferred) or pytorch_model*.bin; weights of a
-    WavLMFor* head model (prefix 'wavlm.') are accepted, the head is ignored only if absent.
+    Reads config.json (+ preprocessor_config.json's do_normalize, `WavLMConfig.from_pretrained`)
+    and model*.safetensors (preferred) or pytorch_model*.bin; weights of a WavLMFor* head model
+    (prefix 'wavlm.') are accepted, the head is ignored only if absent.
     """
     directory = Path(path)
     if directory.is_file():
         directory = directory.parent
-    config = WavLMConfig.from_json(directory / "config.json")
+    config = WavLMConfig.from_pretrained(directory)
     state = _load_state_dict(directory)
     if any(k.startswith("wavlm.") for k in state):  # drop heads of WavLMFor* models
         state = {k: v for k, v in state.items() if k.startswith("wavlm.")}

@@ -3,7 +3,7 @@ it with trained SE models, label everything with the metric suite, write Track 2
 
     python -m urgent_jax.sqa.build_dataset --sources_dir data/train_sources --out data/my_sqa \
         [--sim_config configs/simulation/train.py] [--repeat_per_utt 2] [--seed 0] \
-        [--metrics dnsmos,distill_mos,pesq,estoi,sdr,lsd,mcd] [--sample_rate 16000] \
+        [--metrics dnsmos,distill_mos,pesq,estoi,sdr,si_sdr,lsd,mcd] [--sample_rate 16000] \
         [--speech_sample_rates 16000,48000] \
         [--enhance_workdir exp/bsrnn --enhance_workdir exp/tfgridnet] [--include_clean] \
         [--heldout_fraction 0.1]
@@ -29,7 +29,10 @@ With --include_clean the clean references join as system `clean` (sample ids `cl
 with the non-intrusive metrics only (intrusive ones are NaN). System ids: degraded audio gets its
 distortion types, e.g. `noise+reverb+clipping+codec` (additive
 noise or wind, reverberation, then the augmentations in sorted order); enhanced audio gets
-`enhanced:<workdir name>` and sample ids `<workdir name>-<fileid>`.
+`enhanced:<workdir name>` and sample ids `<workdir name>-<fileid>` (so the folder names of the
+--enhance_workdir paths must differ, and differ from `degraded` and `clean`). Labels carry the
+Track 2 metric names (REFERENCE.md §1.5): lower-case output names (dnsmos_ovrl, si_sdr, ...), with
+the plug-ins' NISQA -> nisqa_mos and SpeechBERTScore -> sbert.
 """
 
 from __future__ import annotations
@@ -58,7 +61,10 @@ from urgent_jax.train.config_file import load_config
 
 log = logging.getLogger(__name__)
 
-DEFAULT_METRICS = ("dnsmos", "distill_mos", "pesq", "estoi", "sdr", "lsd", "mcd")
+DEFAULT_METRICS = ("dnsmos", "distill_mos", "pesq", "estoi", "sdr", "si_sdr", "lsd", "mcd")
+# Registry outputs whose Track 2 data.jsonl name (REFERENCE.md §1.5) is not their lower-case form.
+TRACK2_NAMES = {"NISQA": "nisqa_mos", "SpeechBERTScore": "sbert"}
+RESERVED_VERSIONS = ("degraded", "clean")  # label dirs / sample-id prefixes of the other versions
 REPO_CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 
 
@@ -137,16 +143,25 @@ def _enhance(workdir: str, noisy_scp: Path, out_dir: Path) -> Path:
     return inf_scp
 
 
+def track2_name(output: str) -> str:
+    """The data.jsonl metric name of a metric-suite output: its Track 2 name (REFERENCE.md §1.5;
+    NISQA -> nisqa_mos, SpeechBERTScore -> sbert), else the output name in lower case
+    (DNSMOS_OVRL -> dnsmos_ovrl, SI_SDR -> si_sdr)."""
+    return TRACK2_NAMES.get(output, output.lower())
+
+
 def _label(ref_scp: Path | None, inf_scp: Path, out_dir: Path, metrics: Sequence[str], batch_size: int,
            use_progress_bar: bool) -> dict[str, dict[str, float]]:
-    """{uid: {metric: value}} with lower-case Track 2 metric names (NaN where unscorable); kept in
-    out_dir/labels.json, reused when it covers the same utterances and metrics."""
+    """{uid: {metric: value}} with Track 2 metric names (`track2_name`; NaN where unscorable);
+    kept in out_dir/labels.json, reused when it covers the same utterances and metrics."""
     uids = read_kv(inf_scp)
     cache = out_dir / "labels.json"
     if cache.exists():
         with open(cache) as f:
             cached = json.load(f)
-        if cached.get("metrics") == list(metrics) and set(cached["labels"]) == set(uids):
+        names = {track2_name(o) for m in metrics for o in get_metric(m).outputs}
+        if (cached.get("metrics") == list(metrics) and set(cached["labels"]) == set(uids)
+                and all(set(v) <= names for v in cached["labels"].values())):  # not pre-Track-2 names
             return cached["labels"]
     result = score_lib.score(None if ref_scp is None else str(ref_scp), str(inf_scp), str(out_dir), metrics=list(metrics),
                              batch_size=batch_size, make_report=False,
@@ -154,7 +169,7 @@ def _label(ref_scp: Path | None, inf_scp: Path, out_dir: Path, metrics: Sequence
     labels = {uid: {} for uid in uids}
     for output, values in result["scores"].items():
         for uid in uids:
-            labels[uid][output.lower()] = float(values.get(uid, float("nan")))
+            labels[uid][track2_name(output)] = float(values.get(uid, float("nan")))
     with open(cache, "w") as f:
         json.dump({"metrics": list(metrics), "labels": labels}, f)
     return labels
@@ -180,6 +195,22 @@ def _write_corpus(records: list[dict], out_dir: Path) -> None:
     write_jsonl(out_dir / "data.jsonl", records)
 
 
+def _check_enhancer_names(enhance_workdirs: Sequence[str]) -> None:
+    """An enhancer's folder name names its outputs (enhanced/<name>, labels/<name>, system
+    `enhanced:<name>`, sample ids `<name>-<fileid>`): two workdirs with one name would share them."""
+    seen: dict[str, str] = {}
+    for workdir in enhance_workdirs:
+        name = Path(workdir).resolve().name
+        if name in seen:
+            raise ValueError(f"--enhance_workdir {seen[name]} and {workdir} have the same folder "
+                             f"name {name!r}, which names their outputs (enhanced/{name}, system "
+                             f"'enhanced:{name}'); give each a distinct name (e.g. a symlink)")
+        if name in RESERVED_VERSIONS:
+            raise ValueError(f"--enhance_workdir {workdir}: folder name {name!r} is taken by the "
+                             f"{name} audio's outputs; rename it (e.g. a symlink)")
+        seen[name] = workdir
+
+
 def build_dataset(
     sources_dir: str,
     out_dir: str,
@@ -199,6 +230,7 @@ def build_dataset(
     """Run every stage (module docstring); returns a summary dict."""
     if not 0.0 <= heldout_fraction < 1.0:
         raise ValueError(f"heldout_fraction must be in [0, 1), got {heldout_fraction}")
+    _check_enhancer_names(enhance_workdirs)
     out = Path(out_dir)
     if speech_sample_rates:
         sources_dir = select_speech(sources_dir, out / "sources", speech_sample_rates)

@@ -19,12 +19,14 @@ batch (all pad to the same T).
 
 Audio: soundfile read, every channel resampled to 16 kHz with `resample_numpy` and averaged (the
 reference resamples with torchaudio defaults, then takes the channel mean). A bad file (missing,
-unreadable, empty, non-finite) is skipped and counted (`BadFileCounter`): its row keeps its ids but
-has valid False, lengths 0 and NaN labels; policy "raise" raises `BadFileError` instead. Mask rows
+unreadable, empty, non-finite, or longer than its data.jsonl duration allows: more than
+int(duration * 16000) + LENGTH_SLACK samples, reason "duration_mismatch") is skipped and counted
+(`BadFileCounter`): its row keeps its ids but has valid False, lengths 0 and NaN labels; policy
+"raise" raises `BadFileError` instead. Audio is never cut to fit the planned length. Mask rows
 with `jnp.where(valid, ...)`, not by multiplying (NaN * 0 is NaN).
 
-Degradation (`degrade=dict(...)`, see `Degrade`) is an augmentation for robustness: the labels are
-kept unchanged.
+Degradation (`degrade=dict(p=0.5, ...)`, see `Degrade` and DEGRADE_DEFAULTS; in the configs
+`--config.data.degrade.p=0.5`) is an augmentation for robustness: the labels are kept unchanged.
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ import json
 import logging
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import grain
@@ -65,6 +67,7 @@ logger = logging.getLogger(__name__)
 REQUIRED_KEYS = ("audio_path", "system_id", "sample_id", "duration", "metrics")
 SAMPLE_RATE = 16000  # Hz, the model input rate (§3.7)
 LENGTH_SLACK = 64  # samples added to the longest planned length: durations carry 3 decimals
+MAX_DURATION_S = 24 * 3600.0  # a data.jsonl duration above this is a corrupt line, not audio
 
 
 class JsonlError(ValueError):
@@ -78,6 +81,14 @@ def _is_number(x) -> bool:
     return isinstance(x, int | float) and not isinstance(x, bool)
 
 
+def _as_float(x) -> float:
+    """float(x) of a number; inf for an int too large for a float (JSON allows 1e400 as an int)."""
+    try:
+        return float(x)
+    except OverflowError:
+        return math.inf
+
+
 def _check_record(obj, where: str) -> dict:
     if not isinstance(obj, dict):
         raise JsonlError(f"{where}: expected a JSON object, got {type(obj).__name__}")
@@ -87,23 +98,29 @@ def _check_record(obj, where: str) -> dict:
     for key in ("audio_path", "system_id", "sample_id"):
         if not isinstance(obj[key], str) or not obj[key]:
             raise JsonlError(f"{where}: {key} must be a non-empty string, got {obj[key]!r}")
-    if not _is_number(obj["duration"]) or not obj["duration"] >= 0:
-        raise JsonlError(f"{where}: duration must be a number >= 0 (s), got {obj['duration']!r}")
+    duration = _as_float(obj["duration"]) if _is_number(obj["duration"]) else None
+    if duration is None or not 0 <= duration < math.inf:  # NaN fails both comparisons
+        raise JsonlError(f"{where}: duration must be a number >= 0 and finite (s), "
+                         f"got {obj['duration']!r}")  # fmt: skip
+    if duration > MAX_DURATION_S:
+        raise JsonlError(f"{where}: duration {duration!r} s is over {MAX_DURATION_S / 3600:g} h "
+                         "(seconds expected; a corrupt line?)")  # fmt: skip
     if not isinstance(obj["metrics"], dict):
         raise JsonlError(f"{where}: metrics must be an object, got {obj['metrics']!r}")
     metrics = {}
     for name, value in obj["metrics"].items():
         if value is None:
             value = math.nan
-        if not _is_number(value):
-            raise JsonlError(f"{where}: metric {name!r} must be a number or NaN, got {value!r}")
+        if not _is_number(value) or math.isinf(_as_float(value)):
+            raise JsonlError(f"{where}: metric {name!r} must be a number (finite, or NaN / "
+                             f"null), got {value!r}")  # fmt: skip
         metrics[name] = float(value)
-    return {**obj, "duration": float(obj["duration"]), "metrics": metrics}
+    return {**obj, "duration": duration, "metrics": metrics}
 
 
 def read_jsonl(path: str | os.PathLike) -> list[dict]:
-    """Records of a data.jsonl, validated (keys REQUIRED_KEYS; NaN / null metric values -> NaN;
-    (sample_id, system_id) unique).
+    """Records of a data.jsonl, validated (keys REQUIRED_KEYS; duration finite, >= 0 and at most
+    MAX_DURATION_S; metric values finite, NaN / null -> NaN; (sample_id, system_id) unique).
 
     A relative audio_path is kept if it exists as given (from the current directory), else it is
     resolved against the jsonl's directory. Raises JsonlError naming `path:line`.
@@ -295,9 +312,9 @@ class SQASource:
         labels = [[r["metrics"].get(m, math.nan) for m in self.metric_names] for r in records]
         self.labels = np.full((len(records) + 1, len(self.metric_names)), np.nan, np.float32)
         self.labels[: len(records)] = np.asarray(labels, np.float32).reshape(len(records), -1)
-        self.lengths = np.array(
-            [int(r["duration"] * self.sample_rate) for r in records], np.int64
-        )  # the reference's frame count: int(duration * rate)
+        self.durations = np.array([r["duration"] for r in records], np.float64)  # s
+        self.lengths = (self.durations * self.sample_rate).astype(np.int64)
+        # ^ the reference's frame count: int(duration * rate)
         self.counter = BadFileCounter(policy)
 
     def __len__(self) -> int:
@@ -316,7 +333,14 @@ class SQASource:
             raise BadFileError(path, "empty", "no samples")
         if not np.all(np.isfinite(x)):
             raise BadFileError(path, "non_finite", "NaN or inf samples")
-        return resample_numpy(x, sr, self.sample_rate).mean(axis=0)
+        x = resample_numpy(x, sr, self.sample_rate).mean(axis=0)
+        limit = int(self.lengths[index]) + LENGTH_SLACK  # what the batch plan pads for
+        if x.size > limit:
+            raise BadFileError(path, "duration_mismatch",
+                               f"{x.size} samples at {self.sample_rate} Hz, but its data.jsonl "
+                               f"duration {self.durations[index]:g} s gives "
+                               f"{int(self.lengths[index])} (+{LENGTH_SLACK} allowed)")  # fmt: skip
+        return x
 
     def load(self, index: int) -> tuple[np.ndarray | None, int]:
         """(audio, -1), or (None, reason index into REASONS) for a bad file under "skip"."""
@@ -348,8 +372,8 @@ class LoadBatch:
                 skipped[reason] += 1
                 valid[k] = False
                 continue
-            n = min(x.size, num_samples)  # durations are rounded: at most LENGTH_SLACK over
-            audio[k, :n], lengths[k] = x[:n], n
+            # read() bounds x.size by the planned length + LENGTH_SLACK <= num_samples.
+            audio[k, : x.size], lengths[k] = x, x.size
         labels = self.source.labels[indices]
         labels[~valid] = np.nan
         return {
@@ -367,6 +391,15 @@ class LoadBatch:
 # --- degradation (main process, jax on the host CPU) ----------------------------------------------
 
 DEGRADATIONS = ("bandwidth_limitation", "clipping", "packet_loss")
+# The keyword arguments of `Degrade` with their defaults: the one place they are set (the SQA
+# configs' `data.degrade` section is built from it). p = 0 turns the degradation off.
+DEGRADE_DEFAULTS = {
+    "p": 0.0,  # probability per item
+    "kinds": DEGRADATIONS,  # one drawn uniformly per degraded item
+    "bandwidth_fs": (4000, 8000, 12000),  # effective rates, Hz
+    "clip_q": (0.0, 0.1),  # range of the clipping quantile q: clip to [q, 1 - q]
+    "loss_rate": (0.05, 0.25),  # range of the packet-loss rate (20 ms packets)
+}
 
 
 @functools.partial(jax.jit, static_argnames=("sample_rate", "kinds"))
@@ -417,9 +450,10 @@ class Degrade:
     fold_in(fold_in(PRNGKey(seed), epoch), item index): the same item in the same epoch is degraded
     the same way whatever its batch, and differently in other epochs.
 
-    p: probability per item; kinds: subset of DEGRADATIONS (one drawn uniformly per degraded item);
-    bandwidth_fs: effective rates (Hz, < sample_rate); clip_q: range of the clipping quantile q
-    (clip to [q, 1 - q]); loss_rate: range of the packet-loss rate. Runs on the host CPU backend.
+    p: probability per item (0: every batch passes unchanged); kinds: subset of DEGRADATIONS (one
+    drawn uniformly per degraded item); bandwidth_fs: effective rates (Hz, < sample_rate); clip_q:
+    range of the clipping quantile q (clip to [q, 1 - q]); loss_rate: range of the packet-loss
+    rate. Defaults: DEGRADE_DEFAULTS. Runs on the host CPU backend.
     """
 
     def __init__(
@@ -427,11 +461,11 @@ class Degrade:
         seed: int,
         *,
         sample_rate: int = SAMPLE_RATE,
-        p: float = 0.5,
-        kinds: Sequence[str] = DEGRADATIONS,
-        bandwidth_fs: Sequence[int] = (4000, 8000, 12000),
-        clip_q: tuple[float, float] = (0.0, 0.1),
-        loss_rate: tuple[float, float] = (0.05, 0.25),
+        p: float = DEGRADE_DEFAULTS["p"],
+        kinds: Sequence[str] = DEGRADE_DEFAULTS["kinds"],
+        bandwidth_fs: Sequence[int] = DEGRADE_DEFAULTS["bandwidth_fs"],
+        clip_q: tuple[float, float] = DEGRADE_DEFAULTS["clip_q"],
+        loss_rate: tuple[float, float] = DEGRADE_DEFAULTS["loss_rate"],
     ):
         unknown = set(kinds) - set(DEGRADATIONS)
         if unknown or not kinds:
@@ -442,6 +476,7 @@ class Degrade:
         if any(f >= sample_rate for f in bandwidth_fs):
             raise ValueError(f"bandwidth_fs {tuple(bandwidth_fs)} must be below {sample_rate} Hz")
         self.seed, self.sample_rate, self.kinds = int(seed), int(sample_rate), tuple(kinds)
+        self.p = float(p)
         self.params = (
             np.float32(p),
             np.asarray(bandwidth_fs, np.int32),
@@ -450,6 +485,8 @@ class Degrade:
         )
 
     def __call__(self, batch: dict) -> dict:
+        if self.p == 0.0:
+            return batch
         with jax.default_device(jax.local_devices(backend="cpu")[0]):
             key = jax.random.fold_in(jax.random.PRNGKey(self.seed), int(batch["epoch"]))
             audio = degrade_batch(
@@ -505,7 +542,7 @@ def make_sqa_loader(
     shard_count: int = 1,
     num_workers: int = 0,
     max_duration_s: float | None = None,
-    degrade: dict | None = None,
+    degrade: Mapping | None = None,
     sample_rate: int = SAMPLE_RATE,
     num_buckets: int = 8,
     policy: SkipPolicy = "skip",
@@ -518,7 +555,8 @@ def make_sqa_loader(
     the training reference uses 9,600,000 / 128, inference 4,800,000. num_epochs None = endless.
     max_duration_s drops longer items (as the cap does). Each process gets rows
     shard_index::shard_count of every global batch. degrade: None or keyword arguments of
-    `Degrade` (p, kinds, bandwidth_fs, clip_q, loss_rate), keyed by `seed`; labels are unchanged.
+    `Degrade` (p, kinds, bandwidth_fs, clip_q, loss_rate; missing ones from DEGRADE_DEFAULTS),
+    keyed by `seed`; p = 0 (the default) leaves the audio untouched; labels are unchanged.
     """
     if isinstance(jsonl_paths, str | os.PathLike):
         jsonl_paths = [jsonl_paths]
@@ -551,6 +589,10 @@ def make_sqa_loader(
     if num_workers > 0:
         _ensure_absl_flags()
         dataset = dataset.mp_prefetch(grain.MultiprocessingOptions(num_workers=num_workers))
-    transform = None if degrade is None else Degrade(seed, sample_rate=sample_rate, **degrade)
+    transform = None
+    if degrade is not None:  # built (and so checked) even when off
+        transform = Degrade(seed, sample_rate=sample_rate, **degrade)
+        if transform.p == 0.0:
+            transform = None
     return SQAIterator(dataset, plan, source, transform=transform, num_workers=num_workers)
 

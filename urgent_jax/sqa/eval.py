@@ -1,13 +1,14 @@
 """Track 2 evaluation (REFERENCE.md §4.5): agreement of predicted and reference scores.
 
-    python -m urgent_jax.sqa.eval --pred exp/sqa/infer/results.jsonl --ref data/chime/eval/data.jsonl \
-        [--pred-metric mos] [--pred-metric dnsmos_ovrl:mos] [--output result.json]
+    python -m urgent_jax.sqa.eval --pred exp/sqa/infer/results.jsonl \
+        --ref data/chime-7-udase-eval/test/data.jsonl [--pred-metric mos] \
+        [--pred-metric dnsmos_ovrl:mos] [--output result.json]
 
 --pred is a results.jsonl (from `python -m urgent_jax.sqa.infer`) or a `<metric>.scp` (mos.scp, the
 submission file); --ref is a Track 2 data.jsonl. Predictions join the references on (sample_id,
 system_id) — on sample_id alone for an scp — and a prediction without a reference is an error.
 --pred-metric NAME compares predicted NAME with reference NAME; NAME:REF compares it with reference
-REF. Default: every metric present on both sides. Per metric, utterance level uses all pairs and
+REF (each prediction name at most once per run). Default: every metric present on both sides. Per metric, utterance level uses all pairs and
 system level the per-system means; each reports MSE, LCC, SRCC and KTAU. Pairs with a NaN are left
 out (their count is printed). The JSON is {"utterance": {...}, "system": {...}} for one metric and
 {metric: {"utterance": ..., "system": ...}} for several.
@@ -16,6 +17,7 @@ out (their count is printed). The JSON is {"utterance": {...}, "system": {...}} 
 from __future__ import annotations
 
 import argparse
+import collections
 import json
 import logging
 import sys
@@ -31,13 +33,18 @@ log = logging.getLogger(__name__)
 
 
 def parse_metric_pairs(values: Sequence[str] | None) -> list[tuple[str, str]]:
-    """`pred[:ref]` strings -> [(pred_name, ref_name)]."""
-    pairs = []
+    """`pred[:ref]` strings -> [(pred_name, ref_name)]. Results are keyed by the prediction name,
+    so naming one prediction twice (e.g. `mos` and `mos:dnsmos_ovrl`) is a ValueError."""
+    pairs, first = [], {}
     for item in values or ():
         for part in item.split(","):
             pred, _, ref = part.strip().partition(":")
             if not pred:
                 raise ValueError(f"--pred-metric expects NAME or NAME:REF, got {item!r}")
+            if pred in first:
+                raise ValueError(f"--pred-metric names prediction {pred!r} twice ({first[pred]!r} "
+                                 f"and {part.strip()!r}); compare it with one reference per run")
+            first[pred] = part.strip()
             pairs.append((pred, ref or pred))
     return pairs
 
@@ -70,6 +77,11 @@ def evaluate(
 ) -> dict[str, dict]:
     """{pred_metric: {"utterance": stats, "system": stats}} (stats: MSE, LCC, SRCC, KTAU,
     num_pairs, num_dropped). Pairs are sorted by sample_id, systems by system_id."""
+    counts = collections.Counter(pred for pred, _ in metric_pairs)
+    repeated = sorted(name for name, n in counts.items() if n > 1)
+    if repeated:  # results are keyed by the prediction name
+        raise ValueError(f"prediction metric(s) {repeated} named more than once in "
+                         f"{list(metric_pairs)}")  # fmt: skip
     preds, refs = join(predictions, references)
     order = np.argsort([p["sample_id"] for p in preds], kind="stable")
     preds = [preds[i] for i in order]

@@ -1,14 +1,17 @@
 """Predict quality scores with a trained SQA model (REFERENCE.md §1.5 output formats).
 
-    python -m urgent_jax.sqa.infer --workdir exp/sqa --data data/chime/eval/data.jsonl --out OUT
+    python -m urgent_jax.sqa.infer --workdir exp/sqa --data data/chime-7-udase-eval/test/data.jsonl \
+        --out OUT
     python -m urgent_jax.sqa.infer --workdir exp/sqa --wav_scp wav.scp [--utt2sys utt2sys] --out OUT
 
 Writes OUT/results.jsonl ({"sample_id", "system_id", "metrics"} per utterance), one
-OUT/<metric>.scp per predicted metric, and the challenge submission OUT/mos.scp (the model's `mos`,
-or --submission_metric when the model predicts no MOS). Inputs go through the training loader in
-inference mode: 16 kHz mono, duration-sorted batches of at most --max_total_samples samples
-(official: 4,800,000), padded to a bounded set of shapes. Unreadable files are listed in
-OUT/errors.tsv and skipped.
+OUT/<metric>.scp per predicted metric, and the challenge submission OUT/mos.scp: the model's `mos`;
+a model that predicts no `mos` writes --submission_metric there (default: its first metric).
+--submission_metric other than mos on a model that predicts mos, or naming a metric the model
+does not predict, is an error. Sample ids must be unique across systems (the scp files are keyed
+by sample_id alone). Inputs go through the training loader in inference mode: 16 kHz mono,
+duration-sorted batches of at most --max_total_samples samples (official: 4,800,000), padded to a
+bounded set of shapes. Unreadable files are listed in OUT/errors.tsv and skipped.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ import ml_collections
 from urgent_jax.audio.io import AudioFileError, audio_info
 from urgent_jax.data.manifest import read_kv
 from urgent_jax.sqa.data import make_sqa_loader, read_jsonl, write_jsonl
-from urgent_jax.sqa.results import write_results
+from urgent_jax.sqa.results import check_unique_sample_ids, submission_source, write_results
 from urgent_jax.sqa.task import SqaTask, merge_variables
 from urgent_jax.train.checkpoint import restore_on_host
 
@@ -81,6 +84,7 @@ def infer(
     names = task.metric_names
     if submission_metric is None:
         submission_metric = "mos" if "mos" in names else names[0]
+    submission_source(names, submission_metric)  # a wrong choice fails before predicting
     os.makedirs(out_dir, exist_ok=True)
     errors: list[tuple] = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -90,6 +94,7 @@ def infer(
             write_jsonl(data_jsonl, records)
         else:
             records = read_jsonl(data_jsonl)
+        check_unique_sample_ids(records, wav_scp or data_jsonl)
         loader = make_sqa_loader([data_jsonl], names, max_total_samples=max_total_samples,
                                  max_batch_size=max_batch_size, seed=0, num_epochs=1, shuffle=False,
                                  num_workers=0)
@@ -123,7 +128,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--step", type=int, help="checkpoint step (default: newest)")
     parser.add_argument("--max_total_samples", type=int, default=4_800_000)
     parser.add_argument("--max_batch_size", type=int, default=128)
-    parser.add_argument("--submission_metric", help="metric written as mos.scp (default: mos)")
+    parser.add_argument("--submission_metric",
+                        help="for a model without a mos output: the metric written as mos.scp "
+                             "(default: its first metric)")  # fmt: skip
     args = parser.parse_args(argv)
     from urgent_jax import prepare_runtime
     from urgent_jax.train.launch import quiet_logs

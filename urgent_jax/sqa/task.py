@@ -5,13 +5,17 @@ A frozen front-end (`model.freeze_frontend`, the official WavLM setting, REFEREN
 out of the optimiser's parameters into the constant collection "frozen" — no gradients, no AdamW
 state, no weight decay — and merged back for every apply. Pretrained front-end weights
 (`model.frontend_weights`: a Hugging Face WavLM directory, or "shipped" for Distill-MOS) are loaded
-into the fresh state by `load_pretrained`; a resumed run takes them from its checkpoint.
+into the fresh state by `load_pretrained`; a resumed run takes them from its checkpoint. A WavLM
+directory's input normalisation (preprocessor_config.json `do_normalize`) is written into
+model.kwargs.frontend_kwargs when the task is made (`record_checkpoint_preprocessing`), so the
+model normalises as the checkpoint expects, in training and in inference from config.json.
 """
 
 from __future__ import annotations
 
 import functools
 import logging
+import os
 
 import jax
 import jax.numpy as jnp
@@ -19,8 +23,9 @@ import numpy as np
 
 from urgent_jax import models
 from urgent_jax.losses.sqa import masked_mse
-from urgent_jax.models.sqa import make_predict
 from urgent_jax.metrics.correlation import utterance_and_system_stats
+from urgent_jax.models.sqa import make_predict
+from urgent_jax.models.wavlm import WavLMConfig
 from urgent_jax.sqa.data import make_sqa_loader
 
 log = logging.getLogger(__name__)
@@ -40,6 +45,29 @@ def merge_variables(params: dict, constants: dict) -> dict:
     return {"params": params, **constants}
 
 
+def record_checkpoint_preprocessing(config) -> None:
+    """Put a WavLM checkpoint directory's input normalisation (`do_normalize` of its
+    preprocessor_config.json, `WavLMConfig.from_pretrained`) into
+    config.model.kwargs.frontend_kwargs, unless they set do_normalize already: the model then
+    normalises its input as the checkpoint's feature extractor does, and config.json records it
+    for inference (which does not read the checkpoint directory again)."""
+    m = config.model
+    source = m.frontend_weights
+    if m.kwargs.get("frontend") != "wavlm" or not source or source == "shipped":
+        return
+    if not os.path.exists(os.path.join(source, "config.json")) and not os.path.isfile(source):
+        return  # load_pretrained reports the missing checkpoint
+    frontend_kwargs = dict(m.kwargs.get("frontend_kwargs") or ())
+    if "do_normalize" in frontend_kwargs:
+        return
+    do_normalize = WavLMConfig.from_pretrained(source).do_normalize
+    frontend_kwargs["do_normalize"] = do_normalize
+    with m.kwargs.ignore_type(), m.kwargs.unlocked():
+        m.kwargs.frontend_kwargs = tuple(frontend_kwargs.items())
+    log.info("WavLM checkpoint %s: do_normalize=%s (per-utterance input normalisation)", source,
+             do_normalize)
+
+
 class SqaTask:
     """The `train.loop.Task` of quality assessment; config sections: model, data, eval."""
 
@@ -47,6 +75,7 @@ class SqaTask:
 
     def __init__(self, config):
         self.config = config
+        record_checkpoint_preprocessing(config)
         kwargs = config.model.kwargs.to_dict()
         self.model = models.build(config.model.name, **kwargs)
         self.metric_names = tuple(self.model.metric_names)
@@ -68,7 +97,7 @@ class SqaTask:
             list(d.train_jsonl), self.metric_names, max_total_samples=d.max_total_samples,
             max_batch_size=d.max_batch_size, seed=seed, num_epochs=None, shuffle=True,
             shard_index=shard_index, shard_count=shard_count, num_workers=d.num_workers,
-            max_duration_s=d.max_duration_s, degrade=d.degrade.to_dict() if d.degrade else None,
+            max_duration_s=d.max_duration_s, degrade=_as_kwargs(d.degrade),
             num_buckets=d.num_buckets,
         )  # fmt: skip
         return self._train_iterator
@@ -201,6 +230,13 @@ class SqaTask:
                 for stat in ("MSE", "LCC", "SRCC", "KTAU"):
                     result[f"val_{name}_{level}_{stat.lower()}"] = stats[stat]
         return result
+
+
+def _as_kwargs(section) -> dict | None:
+    """A config section (ConfigDict, dict or None: a config.json of an older run) as a dict."""
+    if section is None:
+        return None
+    return section.to_dict() if hasattr(section, "to_dict") else dict(section)
 
 
 def _placed_like(old, new, what: str):

@@ -1,8 +1,8 @@
 """Train a quality-assessment model: `python -m urgent_jax.sqa.train --config FILE:VARIANT --workdir W`.
 
     python -m urgent_jax.sqa.train --config configs/sqa/universa_ext.py:5metric --workdir exp/sqa5 \
-        --config.data.train_jsonl=data/urgent2024_sqa/train/data.jsonl,data/bvcc/train/data.jsonl \
-        --config.eval.jsonl=data/chime_udase/eval/data.jsonl \
+        --config.data.train_jsonl=data/urgent2024-sqa/train/data.jsonl,data/bvcc/train/data.jsonl \
+        --config.eval.jsonl=data/chime-7-udase-eval/test/data.jsonl \
         --config.model.frontend_weights=/models/wavlm-base-plus
 
 The shared train loop (urgent_jax.train.loop.run): sharded over all devices, resumes from the newest

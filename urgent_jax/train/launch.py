@@ -37,19 +37,20 @@ def quiet_logs() -> None:
 
 
 def train(config, make_task: Callable[[object], Task], workdir: str) -> dict:
-    """Train `make_task(config)` in `workdir` (resuming), write config.json and train_summary.json
-    there (process 0), and return the loop's summary."""
+    """Train `make_task(config)` in `workdir` (resuming), write config.json (the config after the
+    task is made) and train_summary.json there (process 0), and return the loop's summary."""
     import jax
 
     tc = config.train
     maybe_initialize_distributed(tc.coordinator_address, tc.num_processes, tc.process_id,
                                  tc.distributed_timeout_s)
     is_main = jax.process_index() == 0
+    task = make_task(config)  # first: a task may record what it resolved in the config
     if is_main:
         os.makedirs(workdir, exist_ok=True)
         with open(os.path.join(workdir, "config.json"), "w") as f:
             f.write(config.to_json(indent=2))
-    summary = run(config, make_task(config), workdir)
+    summary = run(config, task, workdir)
     if is_main:
         with open(os.path.join(workdir, "train_summary.json"), "w") as f:
             json.dump(summary, f, indent=2)
