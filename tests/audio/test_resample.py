@@ -18,6 +18,7 @@ from urgent_jax.audio.resample import (
     resample,
     resample_numpy,
     resample_sinc_hann,
+    resample_sinc_hann_numpy,
     resampled_length,
     sinc_hann_resampled_length,
     sinc_hann_resampled_lengths,
@@ -164,6 +165,21 @@ def test_sinc_hann_matches_torchaudio_reference_on_a_padded_batch(orig, rng):
         expected = torchaudio_resample_reference(c, orig, 16000)
         assert out_lengths[i] == len(expected) == sinc_hann_resampled_length(len(c), orig, 16000)
         np.testing.assert_allclose(got[i, : len(expected)], expected, rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("orig,new", [(8000, 16000), (22050, 16000), (44100, 16000), (48000, 16000),
+                                      (16000, 48000)])
+def test_sinc_hann_numpy_twin_matches_torchaudio_reference(orig, new, rng):
+    # The loaders' host-side version (SQA audio): channels [C, T], lengths not multiples of the
+    # rate ratio, and a signal shorter than the filter.
+    for n in (int(0.4 * orig) + 3, 37):
+        x = (0.3 * rng.standard_normal((2, n))).astype(np.float32)
+        got = resample_sinc_hann_numpy(x, orig, new)
+        expected = np.stack([torchaudio_resample_reference(c, orig, new) for c in x])
+        assert got.dtype == np.float32 and got.shape == expected.shape
+        assert got.shape[-1] == sinc_hann_resampled_length(n, orig, new)
+        np.testing.assert_allclose(got, expected, rtol=0, atol=1e-6)
+    assert np.array_equal(resample_sinc_hann_numpy(x, orig, orig), x)
 
 
 @pytest.mark.parametrize("orig,new", [(16000, 48000), (44100, 8000), (24000, 32000)])

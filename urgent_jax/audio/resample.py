@@ -286,3 +286,28 @@ def resample_sinc_hann(
     group, j_min, kernel = _sinc_hann_block_kernel(orig_sr, new_sr, lowpass_filter_width, rolloff)
     n_out = sinc_hann_resampled_length(x.shape[-1], orig_sr, new_sr)
     return _apply_blocks(x, down, up, n_out, group, j_min, kernel)
+
+
+def resample_sinc_hann_numpy(
+    x: np.ndarray, orig_sr: int, new_sr: int, lowpass_filter_width: int = 6, rolloff: float = 0.99
+) -> np.ndarray:
+    """Host-side twin of `resample_sinc_hann` (torchaudio's `functional.resample` defaults) for
+    loaders that must not call into jax: x [..., T] -> float32 [..., sinc_hann_resampled_length(T)].
+
+    The same phase filters (`sinc_hann_phases`) applied as one matmul over strided input windows:
+    output q * up + p = sum_r xpad[q * down + r] * phases[p, r], xpad = x with half_width zeros
+    before and half_width + down after it.
+    """
+    x = np.asarray(x, np.float32)
+    if orig_sr == new_sr:
+        return x
+    up, down, half_width, phases = sinc_hann_phases(orig_sr, new_sr, lowpass_filter_width, rolloff)
+    n_out = sinc_hann_resampled_length(x.shape[-1], orig_sr, new_sr)
+    groups = -(-n_out // up)
+    width = phases.shape[1]
+    total = (groups - 1) * down + width  # input samples the groups read
+    pad_after = max(half_width + down, total - half_width - x.shape[-1])
+    xpad = np.pad(x, [(0, 0)] * (x.ndim - 1) + [(half_width, pad_after)])
+    windows = np.lib.stride_tricks.sliding_window_view(xpad, width, axis=-1)[..., ::down, :]
+    y = windows[..., :groups, :] @ phases.T  # [..., groups, up]
+    return y.reshape(*x.shape[:-1], groups * up)[..., :n_out]

@@ -17,9 +17,9 @@ shapes occur. Padding rows have valid False, lengths 0, labels NaN and ids ''. W
 processes every process builds the same global plan and takes rows p::P of each padded global
 batch (all pad to the same T).
 
-Audio: soundfile read, every channel resampled to 16 kHz with `resample_numpy` and averaged (the
-reference resamples with torchaudio defaults, then takes the channel mean). A bad file (missing,
-unreadable, empty, non-finite, or longer than its data.jsonl duration allows: more than
+Audio: soundfile read, every channel resampled to 16 kHz with `resample_sinc_hann_numpy` (the
+reference's torchaudio `functional.resample` defaults) and averaged, as the reference does. A bad
+file (missing, unreadable, empty, non-finite, or longer than its data.jsonl duration allows: more than
 int(duration * 16000) + LENGTH_SLACK samples, reason "duration_mismatch") is skipped and counted
 (`BadFileCounter`): its row keeps its ids but has valid False, lengths 0 and NaN labels; policy
 "raise" raises `BadFileError` instead. Audio is never cut to fit the planned length. Mask rows
@@ -45,7 +45,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from urgent_jax.audio.io import AudioFileError, audio_exists, read_audio
-from urgent_jax.audio.resample import resample_numpy
+from urgent_jax.audio.resample import resample_sinc_hann_numpy
 from urgent_jax.data.pipeline import (
     INFINITE,
     DataIterator,
@@ -333,7 +333,7 @@ class SQASource:
             raise BadFileError(path, "empty", "no samples")
         if not np.all(np.isfinite(x)):
             raise BadFileError(path, "non_finite", "NaN or inf samples")
-        x = resample_numpy(x, sr, self.sample_rate).mean(axis=0)
+        x = resample_sinc_hann_numpy(x, sr, self.sample_rate).mean(axis=0)
         limit = int(self.lengths[index]) + LENGTH_SLACK  # what the batch plan pads for
         if x.size > limit:
             raise BadFileError(path, "duration_mismatch",
