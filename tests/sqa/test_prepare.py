@@ -285,6 +285,33 @@ def test_corpus_preparation(corpus, tmp_path):
             assert all(d == ["nan"] or len(d[1]) == 4 for d in decimals)
 
 
+def test_urgent_sqa_reads_the_official_data_prep_csv(tmp_path):
+    # The official data_prep.py writes <db>/data/<split>.csv: the Hugging Face rows without audio,
+    # phases concatenated, wav_path (absolute) to the flac it saved, empty cells for missing values.
+    # Present, it is used instead of per-phase CSVs (here a decoy that would give other labels).
+    root = tmp_path / "db"
+    layout_urgent_sqa(root, 2024)
+    header = ["sample_id", "system_id", "mos", "utmos", "wav_path"]
+    a = wav(root / "validation" / "s1" / "f1.flac", ext_format="FLAC")
+    b = wav(root / "nonblind_test" / "s3" / "f2.flac", num_samples=800, ext_format="FLAC")
+    c = wav(root / "blind_test_mos" / "s4" / "f3.flac", ext_format="FLAC")
+    write_csv(root / "data" / "train.csv", [["val_s1_x_f1", "s1", 2.5, "", a],
+                                            ["nb_s3_x_f2", "s3", 4.0, 1.5, b]], header)  # fmt: skip
+    write_csv(root / "data" / "test.csv", [["bt_s4_y_f3", "s4", 3.0, 2.0, c]], header)
+    assert prepare_corpus("urgent2024-sqa", root, tmp_path / "out") == {"train": 2, "test": 1}
+    train = read_jsonl(tmp_path / "out" / "urgent2024-sqa" / "train" / "data.jsonl")
+    assert [(r["sample_id"], r["audio_path"], r["duration"]) for r in train] == [
+        ("nb_s3_x_f2", str(b), 0.05), ("val_s1_x_f1", str(a), 0.1)]
+    assert train[0]["metrics"] == {"mos": 4.0, "utmos": 1.5}
+    assert train[1]["metrics"]["mos"] == 2.5 and math.isnan(train[1]["metrics"]["utmos"])
+    test = read_jsonl(tmp_path / "out" / "urgent2024-sqa" / "test" / "data.jsonl")
+    assert [(r["sample_id"], r["metrics"]) for r in test] == [("bt_s4_y_f3",
+                                                               {"mos": 3.0, "utmos": 2.0})]
+    write_csv(root / "data" / "test.csv", [["bt_s4_y_f3", "s4", 3.0, 2.0, ""]], header)
+    with pytest.raises(PrepareError, match=r"test\.csv:2: no wav_path"):
+        prepare_corpus("urgent2024-sqa", root, tmp_path / "out2")
+
+
 def test_jsonl_line_format(tmp_path):
     layout_urgent_sqa(tmp_path / "db", 2025)
     prepare_corpus("urgent2025-sqa", tmp_path / "db", tmp_path / "data")

@@ -6,9 +6,11 @@ corpus directory after the official download / unzip / move steps of its prepare
 scores become `mos` = mean per audio file (scp.aggregate). Splits, layouts and ids:
 
   urgent2024-sqa     train = phases validation + nonblind_test, test = blind_test_mos;
-  urgent2025-sqa     train = validation + nonblind_test. Per phase: <root>/<phase>.csv (the Hugging
-                     Face split's columns without `audio`: sample_id, system_id, metric columns,
-                     empty = NaN; an optional wav_path column) and audio at
+  urgent2025-sqa     train = validation + nonblind_test. Either the official data_prep.py output,
+                     <root>/data/<split>.csv (the Hugging Face rows without `audio`, phases
+                     concatenated, wav_path to the saved flac), or, without it, per phase
+                     <root>/<phase>.csv (the same columns: sample_id, system_id, metric columns,
+                     empty = NaN; an optional wav_path column) with audio at
                      <root>/<phase>/<submission_id>/<fileid>.flac, where sample_id ends with
                      _<submission_id>_<x>_<fileid>.
   chime-7-udase-eval test: listening_test/MOS_results_listening_test.csv (sample, condition, MOS);
@@ -74,28 +76,41 @@ def _scored(row: Row, wav_path, system_id: str, sample_id: str, score: float) ->
 # --- Hugging Face SQA sets (URGENT 2024 / 2025 listening tests) -----------------------------------
 
 
+def _urgent_sqa_rows(csv_path: Path, audio_dir: Path | None) -> list[Rating]:
+    """Ratings of one CSV of Hugging Face rows (without `audio`). A row without wav_path has its
+    audio at <audio_dir>/<submission_id>/<fileid>.flac (audio_dir None: wav_path is required)."""
+    ratings = []
+    for row in read_csv_rows(csv_path, required=("sample_id", "system_id")):
+        sample_id = cell(row, "sample_id")
+        wav_path = row.cells.get("wav_path", "").strip()
+        if not wav_path:
+            if audio_dir is None:
+                raise PrepareError(f"{row.where}: no wav_path (the official data_prep.py writes "
+                                   "one per row)")  # fmt: skip
+            parts = sample_id.split("_")
+            if len(parts) < 3:
+                raise PrepareError(f"{row.where}: sample_id {sample_id!r} does not end "
+                                   "with _<submission>_<x>_<fileid>")  # fmt: skip
+            submission_id, _, fileid = parts[-3:]
+            wav_path = audio_dir / submission_id / f"{fileid}.flac"
+        metrics = {}
+        for name in METRIC_NAMES:
+            if name in row.cells:
+                metrics[name] = number(row, name) if cell(row, name) else math.nan
+        ratings.append(Rating(str(wav_path), cell(row, "system_id"), sample_id, None,
+                              metrics, row.where))  # fmt: skip
+    return ratings
+
+
 def _urgent_sqa(root: Path, phases: dict[str, tuple[str, ...]]) -> Splits:
     splits: Splits = {}
     for split, names in phases.items():
-        ratings = []
-        for phase in names:
-            for row in read_csv_rows(root / f"{phase}.csv", required=("sample_id", "system_id")):
-                sample_id = cell(row, "sample_id")
-                wav_path = row.cells.get("wav_path", "").strip()
-                if not wav_path:
-                    parts = sample_id.split("_")
-                    if len(parts) < 3:
-                        raise PrepareError(f"{row.where}: sample_id {sample_id!r} does not end "
-                                           "with _<submission>_<x>_<fileid>")  # fmt: skip
-                    submission_id, _, fileid = parts[-3:]
-                    wav_path = root / phase / submission_id / f"{fileid}.flac"
-                metrics = {}
-                for name in METRIC_NAMES:
-                    if name in row.cells:
-                        metrics[name] = number(row, name) if cell(row, name) else math.nan
-                ratings.append(Rating(str(wav_path), cell(row, "system_id"), sample_id, None,
-                                      metrics, row.where))  # fmt: skip
-        splits[split] = ratings
+        official = root / "data" / f"{split}.csv"  # written by the official data_prep.py
+        if official.exists():
+            splits[split] = _urgent_sqa_rows(official, None)
+            continue
+        splits[split] = [r for phase in names for r in _urgent_sqa_rows(root / f"{phase}.csv",
+                                                                        root / phase)]  # fmt: skip
     return splits
 
 
