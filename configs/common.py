@@ -9,6 +9,18 @@ import ml_collections
 from ml_collections import config_dict
 
 
+def model_kwargs(**sizes) -> ml_collections.ConfigDict:
+    """Enhancement-model kwargs, `models.build(config.model.name, **kwargs)`: sizes plus precision.
+
+    dtype: compute dtype, "auto" (bfloat16 on GPU/TPU, float32 on CPU), "float32" or "bfloat16";
+    models.build resolves the name; STFT and losses stay float32 whatever it is. param_dtype:
+    storage dtype of the parameters. use_remat: recompute the dual-path / GridNet blocks in the
+    backward pass.
+    """
+    precision = {"dtype": "auto", "param_dtype": "float32", "use_remat": False}
+    return ml_collections.ConfigDict({**sizes, **precision})
+
+
 def train_config(**overrides) -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict(
         dict(

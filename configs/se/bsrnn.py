@@ -40,8 +40,10 @@ def get_config(variant: str | None = None):
     variant = variant or "baseline"
     common = load_common()
     c = ml_collections.ConfigDict()
-    c.model = ml_collections.ConfigDict(dict(name="bsrnn", kwargs=ml_collections.ConfigDict(
-        dict(num_channels=196, num_layers=6))))
+    # model.kwargs: sizes plus dtype ("auto": bf16 on GPU/TPU), param_dtype, use_remat
+    c.model = ml_collections.ConfigDict(
+        {"name": "bsrnn", "kwargs": common.model_kwargs(num_channels=196, num_layers=6)}
+    )
     c.data = common.data_config()
     # si_snr_weight: an optional -w * SI-SNR [dB] term on top of the reference loss (0 = reference)
     c.loss = ml_collections.ConfigDict(dict(window_sizes=(256, 512, 768, 1024), time_weight=0.5,
@@ -54,7 +56,7 @@ def get_config(variant: str | None = None):
     elif variant == "dm":
         c.data.kind = "dynamic_mixing"
     elif variant == "tiny":
-        c.model.kwargs = ml_collections.ConfigDict(dict(num_channels=32, num_layers=2))
+        c.model.kwargs.update(num_channels=32, num_layers=2)
         c.data.kind = "dynamic_mixing"
         c.data.sample_rates = (16000, 48000)  # two compiles; the 48 kHz items train every band
         c.data.batch_size = 8
@@ -75,7 +77,7 @@ def get_config(variant: str | None = None):
         c.loss.si_snr_weight = 2000.0
         c.eval.metrics = ()
     elif variant == "smoke":
-        c.model.kwargs = ml_collections.ConfigDict(dict(num_channels=8, num_layers=1))
+        c.model.kwargs.update(num_channels=8, num_layers=1)
         c.data.kind = "dynamic_mixing"
         c.data.batch_size = 2
         c.data.max_num_samples = 8000

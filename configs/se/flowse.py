@@ -17,8 +17,6 @@ Launch:
 
 import os
 
-import ml_collections
-
 from urgent_jax.train.config_file import load_config
 
 BSRNN = os.path.join(os.path.dirname(os.path.abspath(__file__)), "bsrnn.py")
@@ -32,7 +30,7 @@ def get_config(variant: str | None = None):
     c = load_config(f"{BSRNN}:{variant}")
     c.model.name = "flowse"
     if variant in ("baseline", "dm"):
-        c.model.kwargs = ml_collections.ConfigDict(dict(num_channels=384, num_layers=6))
+        c.model.kwargs.update(num_channels=384, num_layers=6)  # dtype fields: bsrnn.py's
         c.data.batch_size = 2
         c.optim.lr = 1e-4
         c.train.seed = 20250

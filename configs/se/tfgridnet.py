@@ -29,16 +29,22 @@ def get_config(variant: str | None = None):
     c = load_config(f"{BSRNN}:" + {"urgent25": "dm", "urgent24": "baseline"}.get(variant, variant))
     c.model.name = "tfgridnet"
     c.loss.eps = 1e-8
+    # the BSRNN sizes go, its precision fields (dtype "auto", param_dtype, use_remat) stay
+    precision = {k: c.model.kwargs[k] for k in ("dtype", "param_dtype", "use_remat")}
     if variant == "urgent25":
-        c.model.kwargs = ml_collections.ConfigDict(dict())  # registry defaults = the recipe sizes
+        c.model.kwargs = ml_collections.ConfigDict(precision)  # registry defaults: recipe sizes
         c.data.batch_size = 2
         c.optim.update(lr=2.5e-4, warmup_steps=4000, gamma=0.99, steps_per_epoch=16000, clip_norm=1.0,
                        weight_decay=1e-5)
     elif variant == "urgent24":
-        c.model.kwargs = ml_collections.ConfigDict(dict())
+        c.model.kwargs = ml_collections.ConfigDict(precision)
         c.optim.update(lr=1e-3, gamma=0.99, clip_norm=1.0, weight_decay=1e-5)
     elif variant == "tiny":
-        c.model.kwargs = ml_collections.ConfigDict(dict(num_layers=1, lstm_hidden=16, emb_dim=8))
+        c.model.kwargs = ml_collections.ConfigDict(
+            {**precision, "num_layers": 1, "lstm_hidden": 16, "emb_dim": 8}
+        )
     else:
-        c.model.kwargs = ml_collections.ConfigDict(dict(num_layers=1, lstm_hidden=8, emb_dim=4))
+        c.model.kwargs = ml_collections.ConfigDict(
+            {**precision, "num_layers": 1, "lstm_hidden": 8, "emb_dim": 4}
+        )
     return c

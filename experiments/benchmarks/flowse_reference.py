@@ -1,13 +1,16 @@
 """A minimal PyTorch BSRNN-FlowSE, written from REFERENCE.md §3.3 with the official parameter names.
 
-There is no pip-installable FlowSE reference, so this module stands in for the official
-`baseline_code/models/bsrnn_flowse.py` in the conversion parity test and the train-step benchmark.
-Module names and registration order (hence state-dict keys and `parameters()` order) were checked
-against the official repository's `baseline_code/bsrnn_sgmse.py` (urgent2026_challenge_track1,
-commit 028e25e), whose BSRNN vector-field network has the same structure and names
-(band_split_y, band_split_x, condition_fc, norm/rnn/fc_time, norm/rnn/fc_freq, t_cond,
-grad_decoder.{conv_after_mask, conv_after_residual, mlp_mask, mlp_residual}); `bsrnn_flowse.py`
-itself was not available to read.
+The official network is `BSRNN` in `baseline_code/models/bsrnn_flowse.py` of
+urgent2026_challenge_track1 (commit 7acf00f); it lives inside the official package and is not
+pip-installable, so this module stands in for it in the conversion parity test and the train-step
+benchmark. Module names and registration order (hence state-dict keys and `parameters()` order,
+which torch-ema's shadow list follows) are that file's: band_split_y, band_split_x, condition_fc,
+norm/rnn/fc_time, norm/rnn/fc_freq, t_cond, grad_decoder.{mlp_mask, mlp_residual,
+conv_after_mask, conv_after_residual}; loaded with the official module's state dict, it gave the
+same outputs at 16 and 48 kHz (checked once against that file, 2 layers, N = 16). The official
+BandSplit also stops at the first band whose top bin reaches fs/2 when the training code passes fs
+(`current_fs`); at the seven URGENT rates that selects the same bands as stopping at the input's
+bins, as here (REFERENCE.md §3.1 table).
 It reuses ESPnet's norms; band split and decoder are written here because ESPnet's BandSplit only
 knows the 481-bin layout. Torch is imported by whoever imports this file.
 """
@@ -64,8 +67,6 @@ class GradDecoder(nn.Module):
         super().__init__()
         self.band_widths = tuple(band_widths)
         self.sub_channels = sub_channels
-        self.conv_after_mask = nn.Sequential(nn.Conv2d(sub_channels, 4, 5, 1, 2), nn.GLU(dim=1))
-        self.conv_after_residual = nn.Sequential(nn.Conv2d(sub_channels, 4, 5, 1, 2), nn.GLU(dim=1))
 
         def head(width):
             return nn.Sequential(
@@ -74,8 +75,11 @@ class GradDecoder(nn.Module):
                 nn.Tanh(),
             )
 
+        # registration order as the official GradDecoder: mlp_mask, mlp_residual, conv_after_*
         self.mlp_mask = nn.ModuleList(head(w) for w in self.band_widths)
         self.mlp_residual = nn.ModuleList(head(w) for w in self.band_widths)
+        self.conv_after_mask = nn.Sequential(nn.Conv2d(sub_channels, 4, 5, 1, 2), nn.GLU(dim=1))
+        self.conv_after_residual = nn.Sequential(nn.Conv2d(sub_channels, 4, 5, 1, 2), nn.GLU(dim=1))
 
     def _head(self, mlps, conv, z):
         b, _, t, k = z.shape

@@ -11,9 +11,9 @@ which uses the registry's TINY sizes for both sides. Every (implementation, mode
 own subprocess, so its peak resident memory (getrusage ru_maxrss) is its own.
 
 - jax: `jit(value_and_grad(loss))` of the training loss (BSRNN: the multi-resolution L1 loss on the
-  enhanced waveform; FlowSE: `flowse.flow_matching_loss`). "compile s" is lower + compile; "step s"
-  the median of --steps calls after one warm-up call. "XLA GiB" is the compiled program's temp +
-  argument bytes.
+  enhanced waveform; FlowSE: `losses.flow.flow_matching_loss`). "compile s" is lower + compile;
+  "step s" the median of --steps calls after one warm-up call. "XLA GiB" is the compiled program's
+  temp + argument bytes.
 - torch: ESPnet STFTEncoder + BSRNNSeparator + STFTDecoder with ESPnet's MultiResL1SpecLoss as the
   official baseline configures it (REFERENCE.md §3.4), or the FlowSE network of
   flowse_reference.py with its flow-matching loss and ESPnet's compressing STFTEncoder; eager CPU,
@@ -76,8 +76,8 @@ def run_jax(model_name, fs, batch, seconds, steps, channels, layers, use_remat) 
 
     import urgent_jax
     from urgent_jax import models
+    from urgent_jax.losses.flow import flow_matching_loss
     from urgent_jax.losses.spectral import multi_resolution_l1
-    from urgent_jax.models import flowse
 
     urgent_jax.configure_cpu_kernels()  # as every urgent_jax command does
     urgent_jax.configure_host_allocator()
@@ -93,7 +93,7 @@ def run_jax(model_name, fs, batch, seconds, steps, channels, layers, use_remat) 
     def loss_fn(params, clean, noisy, lengths, key):
         full = {"params": params, **constants}
         if model_name == "flowse":
-            return flowse.flow_matching_loss(model, full, clean, noisy, lengths, fs, key)
+            return flow_matching_loss(model, full, clean, noisy, lengths, fs, key)
         est = model.apply(full, noisy, lengths, sample_rate=fs)
         return jnp.mean(multi_resolution_l1(clean, est, lengths))
 

@@ -126,3 +126,27 @@ def test_gradients_finite_including_silent_target(rng):
 def test_rejects_odd_windows():
     with pytest.raises(ValueError, match="even"):
         multi_resolution_l1(np.zeros((1, 512)), np.zeros((1, 512)), None, window_sizes=(255,))
+
+
+@pytest.mark.parametrize(
+    "lengths,match",
+    [
+        ([0, 1000], r"lengths must lie in \[1, 1000\]"),
+        ([-5, 1000], r"lengths must lie in \[1, 1000\]"),
+        ([1001, 1000], r"lengths must lie in \[1, 1000\]"),
+        ([1000], r"lengths must be \[batch\] = \(2,\), got shape \(1,\)"),
+    ],
+)
+def test_concrete_lengths_outside_the_signal_raise(rng, lengths, match):
+    ref, est = _signals(rng, 2, 1000)
+    with pytest.raises(ValueError, match=match):
+        multi_resolution_l1(ref, est, np.array(lengths))
+
+
+def test_traced_lengths_are_clipped_to_the_signal(rng):
+    """Under jit lengths cannot be checked: beyond T they act as T, negative ones as 0 (loss 0)."""
+    ref, est = _signals(rng, 2, 1000)
+    loss = jax.jit(multi_resolution_l1)
+    got = np.asarray(loss(ref, est, jnp.array([2500, -3])))
+    np.testing.assert_allclose(got[0], _numpy_mr_l1(ref[0], est[0]), rtol=1e-5)
+    assert got[1] == 0.0  # a length of 0 selects nothing

@@ -9,6 +9,7 @@ import types
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from urgent_jax.losses.time_domain import si_snr, si_snr_loss
 
@@ -87,3 +88,20 @@ def test_gradients_finite_for_silent_and_perfect_signals(rng):
     assert np.all(np.isfinite(values)) and np.all(np.isfinite(grad))
     assert values[1] == 300 and values[2] == 300 and values[3] < -40
     assert np.any(grad[0] != 0)
+
+
+def test_concrete_lengths_outside_the_signal_raise(rng):
+    ref, est = _signals(rng, 2, 500)
+    for lengths in ([0, 500], [-1, 500], [500, 501]):
+        with pytest.raises(ValueError, match=r"lengths must lie in \[1, 500\]"):
+            si_snr(ref, est, np.array(lengths))
+    with pytest.raises(ValueError, match=r"lengths must be \[batch\] = \(2,\), got shape \(2, 1\)"):
+        si_snr(ref, est, np.array([[500], [500]]))
+
+
+def test_traced_lengths_are_clipped_to_the_signal(rng):
+    """Under jit lengths cannot be checked: beyond T they act as T, negative ones as 0 (silent)."""
+    ref, est = _signals(rng, 2, 500)
+    got = np.asarray(jax.jit(si_snr)(ref, est, jnp.array([900, -4])))
+    np.testing.assert_allclose(got[0], _numpy_si_snr(ref[0], est[0]), atol=1e-4)
+    assert got[1] == -300.0  # nothing selected: a silent pair saturates at the floor

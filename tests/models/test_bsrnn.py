@@ -87,6 +87,28 @@ def test_jit_apply_and_padding_invariance(one_layer_variables, rng):
     # the padded item (with garbage in its padding) comes out as it does alone
     alone = np.asarray(run(one_layer_variables, x[1:, :short], jnp.array([short])))
     np.testing.assert_allclose(out[1, :short], alone[0], atol=1e-5 * np.abs(alone).max())
+    # traced lengths cannot be checked: beyond T they are clipped to T (same compiled program)
+    clipped = np.asarray(run(one_layer_variables, x, jnp.array([n + 700, short])))
+    np.testing.assert_array_equal(clipped, out)
+
+
+def test_inputs_are_checked(one_layer_variables):
+    model = BSRNN(**ONE_LAYER)
+    x = np.zeros((2, 800), np.float32)
+
+    def shapes(x, lengths, fs):  # tracing is enough to reach the checks
+        return jax.eval_shape(
+            lambda v: model.apply(v, x, lengths, sample_rate=fs), one_layer_variables
+        )
+
+    with pytest.raises(ValueError, match=r"expected noisy waveforms as \[batch, time\].*\(800,\)"):
+        shapes(x[0], None, 8000)
+    with pytest.raises(ValueError, match=r"lengths must be \[batch\] = \(2,\)"):
+        shapes(x, np.array([800]), 8000)
+    with pytest.raises(ValueError, match="unsupported sampling rate 96000 Hz"):
+        shapes(x, None, 96000)
+    with pytest.raises(ValueError, match=r"lengths must lie in \[1, 800\]"):
+        model.apply(one_layer_variables, x, np.array([0, 800]), sample_rate=8000)
 
 
 def test_gradients_finite_with_remat(one_layer_variables, rng):
@@ -105,10 +127,15 @@ def test_gradients_finite_with_remat(one_layer_variables, rng):
     assert all(float(jnp.max(jnp.abs(g))) > 0 for g in jax.tree_util.tree_leaves(nn.unbox(rnn)))
 
 
-def test_causal_variant_ignores_the_future(rng):
+@pytest.fixture(scope="module")
+def causal_variables():
+    return init(models.build("bsrnn_causal", **ONE_LAYER), 8000)
+
+
+def test_causal_variant_ignores_the_future(causal_variables, rng):
     fs, n, cut = 8000, 1600, 1000
     model = models.build("bsrnn_causal", **ONE_LAYER)
-    variables = init(model, fs)
+    variables = causal_variables
     x = rng.standard_normal((1, n)).astype(np.float32)
     changed = x.copy()
     changed[:, cut:] = rng.standard_normal(n - cut)
@@ -118,3 +145,18 @@ def test_causal_variant_ignores_the_future(rng):
     n_fft = 160  # 20 ms at 8 kHz: an output sample depends on inputs up to one window ahead
     np.testing.assert_allclose(a[:, : cut - n_fft], b[:, : cut - n_fft], atol=1e-6)
     assert not np.allclose(a[:, cut:], b[:, cut:])
+
+
+def test_causal_variant_at_48khz_keeps_length_and_ignores_padding(causal_variables, rng):
+    """A real (not shape-only) apply at the top rate, where every band is in use."""
+    fs, n, short = 48000, 2417, 1500  # 5 frames, not a whole number of hops
+    model = models.build("bsrnn_causal", **ONE_LAYER)
+    run = apply_fn(model, fs)
+    x = rng.standard_normal((2, n)).astype(np.float32)
+    lengths = jnp.array([n, short])
+    out = np.asarray(run(causal_variables, x, lengths))
+    assert out.shape == (2, n) and np.all(np.isfinite(out)) and np.std(out[1, :short]) > 0
+    assert np.all(out[1, short:] == 0)
+    x[1, short:] = 5.0 * rng.standard_normal(n - short)  # other padding content, same program
+    again = np.asarray(run(causal_variables, x, lengths))
+    np.testing.assert_allclose(again, out, atol=1e-6 * np.abs(out).max())

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from urgent_jax import models
+from urgent_jax.losses.flow import flow_matching_loss
 from urgent_jax.models import flowse
 from urgent_jax.models.flowse import FlowSE
 from urgent_jax.models.frontend import SAMPLE_RATES
@@ -53,7 +54,7 @@ def test_loss_finite_with_finite_gradients(model_and_variables, rng):
 
     def loss(params):
         full = {"params": params, "constants": variables["constants"]}
-        return flowse.flow_matching_loss(model, full, clean, noisy, lengths, fs, jax.random.key(3))
+        return flow_matching_loss(model, full, clean, noisy, lengths, fs, jax.random.key(3))
 
     value, grads = jax.jit(jax.value_and_grad(loss))(variables["params"])
     assert np.isfinite(value) and value > 0
@@ -105,9 +106,7 @@ def test_init_loss_and_sampler_shapes_at_all_rates(model_and_variables):
         )
         assert out.shape == (2, n) and out.dtype == jnp.float32, fs
         loss = jax.eval_shape(
-            lambda v, x, le, fs=fs: flowse.flow_matching_loss(
-                model, v, x, x, le, fs, jax.random.key(0)
-            ),
+            lambda v, x, le, fs=fs: flow_matching_loss(model, v, x, x, le, fs, jax.random.key(0)),
             variables,
             wave,
             lengths,
@@ -132,3 +131,29 @@ def test_sampler_is_deterministic_per_key(model_and_variables, rng):
     np.testing.assert_array_equal(a, b)
     assert not np.allclose(a, c)
     assert np.all(a[1, 700:] == 0)
+
+
+def test_sampler_checks_its_arguments(model_and_variables):
+    model, variables = model_and_variables
+    noisy = jnp.zeros((2, 800), jnp.float32)
+    for steps in (0, -1):
+        with pytest.raises(ValueError, match="num_steps must be a positive int"):
+            flowse.enhance(model, variables, noisy, None, 8000, jax.random.key(0), steps)
+    with pytest.raises(ValueError, match=r"expected noisy waveforms as \[batch, time\]"):
+        flowse.enhance(model, variables, noisy[0], None, 8000, jax.random.key(0), 1)
+    with pytest.raises(ValueError, match="unsupported sampling rate 96000 Hz"):
+        flowse.enhance(model, variables, noisy, None, 96000, jax.random.key(0), 1)
+
+
+def test_sampler_at_48khz_keeps_length_and_ignores_padding(model_and_variables, rng):
+    """A real (not shape-only) 48 kHz run, where all 48 bands are in use."""
+    model, variables = model_and_variables
+    fs, n, short = 48000, 2017, 1300  # 6 frames, not a whole number of hops
+    noisy = rng.standard_normal((2, n)).astype(np.float32) * 0.1
+    lengths = jnp.array([n, short])
+    out = np.asarray(flowse.enhance(model, variables, noisy, lengths, fs, jax.random.key(1), 1))
+    assert out.shape == (2, n) and np.all(np.isfinite(out)) and np.std(out[1, :short]) > 0
+    assert np.all(out[1, short:] == 0)
+    noisy[1, short:] = rng.standard_normal(n - short)  # other padding content, same program
+    again = flowse.enhance(model, variables, noisy, lengths, fs, jax.random.key(1), 1)
+    np.testing.assert_allclose(np.asarray(again), out, atol=1e-6 * np.abs(out).max())

@@ -99,3 +99,48 @@ def test_matches_espnet_encoder_decoder(n_fft, hop, fs, rng):
     ref = ref.numpy()[0]
     assert np.linalg.norm(ours[1, : counts[1]] - ref) <= 1e-5 * np.linalg.norm(ref)
     assert np.all(np.asarray(ours)[1, counts[1] :] == 0)
+
+
+def test_inputs_are_validated_up_front():
+    """Every enhancement model enters through these checks (encode/decode; TF-GridNet too)."""
+    x = np.zeros((2, 1600), np.float32)
+    with pytest.raises(ValueError, match=r"expected noisy waveforms as \[batch, time\].*\(1600,\)"):
+        BSRNN_FE.encode(x[0], None, 16000)
+    with pytest.raises(ValueError, match=r"\[batch, time\].*\(1, 2, 1600\)"):
+        BSRNN_FE.encode(x[None], None, 16000)
+    with pytest.raises(ValueError, match=r"lengths must be \[batch\] = \(2,\), got shape \(1,\)"):
+        BSRNN_FE.encode(x, np.array([1600]), 16000)
+    for bad in ([0, 1600], [-5, 1600], [1601, 1600]):
+        with pytest.raises(ValueError, match=r"lengths must lie in \[1, 1600\]"):
+            BSRNN_FE.encode(x, np.array(bad), 16000)
+    for fs in (96000, 11025, 16000.5, "16000"):
+        with pytest.raises(ValueError, match=r"sampl.*16000, 22050, 24000, 32000, 44100, 48000"):
+            BSRNN_FE.encode(x, None, fs)
+    with pytest.raises(ValueError, match="sampling rate 96000 Hz"):
+        FLOWSE_FE.encode(x, None, 96000)
+    spec = np.zeros((2, 11, 161), np.complex64)
+    with pytest.raises(ValueError, match=r"lengths must lie in \[1, 1600\]"):
+        BSRNN_FE.decode(spec, np.array([1600, 1700]), 16000, 1600)
+    with pytest.raises(ValueError, match="sampling rate 96000 Hz"):
+        BSRNN_FE.decode(spec, None, 96000, 1600)
+    # an integral float rate is that rate
+    np.testing.assert_array_equal(
+        BSRNN_FE.encode(x[:, :400], None, 8000.0)[0], BSRNN_FE.encode(x[:, :400], None, 8000)[0]
+    )
+
+
+def test_traced_lengths_beyond_the_signal_act_as_its_length(rng):
+    """Under jit lengths cannot be checked: clipped to [0, T] (vs ESPnet run at full length)."""
+    fs, n = 16000, 4000
+    x = rng.standard_normal((2, n)).astype(np.float32)
+    enc = STFTEncoder(n_fft=960, hop_length=480, use_builtin_complex=True, default_fs=48000)
+    dec = STFTDecoder(n_fft=960, hop_length=480, default_fs=48000)
+    full = torch.full((2,), n)
+    ref, ref_counts = enc(torch.from_numpy(x), full, fs=fs)
+    too_long = np.array([n + 900, n])
+    ours, counts = encode(BSRNN_FE, x, too_long, fs)
+    np.testing.assert_array_equal(counts, ref_counts.numpy())
+    assert np.linalg.norm(ours - ref.numpy()) <= 1e-5 * np.linalg.norm(ref.numpy())
+    ref_wave = dec(ref, full, fs=fs)[0].numpy()
+    wave = decode(BSRNN_FE, ref.numpy(), too_long, fs, n)
+    assert np.linalg.norm(wave - ref_wave) <= 1e-5 * np.linalg.norm(ref_wave)

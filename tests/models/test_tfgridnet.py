@@ -94,6 +94,26 @@ def test_padding_does_not_change_the_output(variables, rng):
     noisy[1, 1100:] = 0.0  # and the other example does not see it
     again = np.asarray(APPLY(variables, noisy, jnp.array(lengths), sample_rate=8000))
     np.testing.assert_allclose(again[0], batched[0], rtol=1e-5, atol=1e-6)
+    # traced lengths cannot be checked: beyond T they are clipped to T (same compiled program)
+    clipped = np.asarray(APPLY(variables, noisy, jnp.array([2500, 1100]), sample_rate=8000))
+    np.testing.assert_array_equal(clipped, again)
+
+
+def test_inputs_are_checked(variables):
+    """The shared checks (urgent_jax.models.frontend.check_inputs) guard TF-GridNet too."""
+    x = np.zeros((2, 800), np.float32)
+
+    def shapes(x, lengths, fs):  # tracing is enough to reach the checks
+        return jax.eval_shape(lambda v: MODEL.apply(v, x, lengths, sample_rate=fs), variables)
+
+    with pytest.raises(ValueError, match=r"expected noisy waveforms as \[batch, time\].*\(800,\)"):
+        shapes(x[0], None, 8000)
+    with pytest.raises(ValueError, match=r"lengths must be \[batch\] = \(2,\)"):
+        shapes(x, np.array([800, 800, 800]), 8000)
+    with pytest.raises(ValueError, match="unsupported sampling rate 11025 Hz"):
+        shapes(x, None, 11025)
+    with pytest.raises(ValueError, match=r"lengths must lie in \[1, 800\]"):
+        MODEL.apply(variables, x, np.array([800, 0]), sample_rate=8000)
 
 
 def test_gradients_finite_with_remat(variables, rng):

@@ -1,8 +1,11 @@
-"""Level and decibel helpers (power, RMS, peak, dB conversions), batched over leading axes."""
+"""Level and decibel helpers (power, RMS, peak, dB conversions) and per-example valid lengths,
+batched over leading axes."""
 
 from __future__ import annotations
 
+import jax
 import jax.numpy as jnp
+import numpy as np
 
 
 def power_to_db(power, amin: float = 1e-10):
@@ -34,6 +37,31 @@ def spectrogram_to_db(power, ref: str | float = "max", amin: float = 1e-10, top_
     if top_db is not None:
         log_spec = jnp.maximum(log_spec, jnp.max(log_spec, axis=(-2, -1), keepdims=True) - top_db)
     return log_spec
+
+
+def checked_lengths(lengths, batch_size: int, num_samples: int, name: str = "lengths"):
+    """Validate per-example valid lengths of a [batch_size, num_samples] batch -> int32 [B] or None.
+
+    None stays None (every sample valid). The shape must be [batch_size]. Concrete lengths must be
+    whole numbers in [1, num_samples] (ValueError otherwise). Traced lengths (under jit) cannot be
+    checked when tracing: they are clipped to [0, num_samples], so a length beyond the signal acts
+    as num_samples (the result equals that of lengths = num_samples) and a negative one as 0.
+    """
+    if lengths is None:
+        return None
+    shape = tuple(jnp.shape(lengths))
+    if shape != (batch_size,):
+        raise ValueError(f"{name} must be [batch] = ({batch_size},), got shape {shape}")
+    if isinstance(lengths, jax.core.Tracer):
+        return jnp.clip(jnp.asarray(lengths, jnp.int32), 0, num_samples)
+    values = np.asarray(lengths)
+    if values.size and not np.array_equal(values, np.round(values)):
+        raise ValueError(f"{name} must be whole numbers of samples, got {values.tolist()}")
+    if values.size and (values.min() < 1 or values.max() > num_samples):
+        raise ValueError(
+            f"{name} must lie in [1, {num_samples}] (the batch's time axis), got {values.tolist()}"
+        )
+    return jnp.asarray(values, jnp.int32)
 
 
 def length_mask(lengths, num_samples: int):

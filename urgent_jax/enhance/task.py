@@ -19,6 +19,7 @@ import numpy as np
 
 from urgent_jax import models
 from urgent_jax.data.pipeline import make_dynamic_mixing_loader, make_presimulated_loader
+from urgent_jax.losses.flow import flow_matching_loss
 from urgent_jax.losses.spectral import multi_resolution_l1
 from urgent_jax.losses.time_domain import si_snr
 from urgent_jax.models import flowse
@@ -115,8 +116,8 @@ class EnhancementTask:
         noisy, target, lengths = self._pairs(batch, sim_key, sample_rate)
         variables = {"params": params, **constants}
         if self.is_flow:
-            loss = flowse.flow_matching_loss(self.model, variables, target, noisy, lengths,
-                                             sample_rate, model_key)
+            loss = flow_matching_loss(self.model, variables, target, noisy, lengths, sample_rate,
+                                      model_key)
             return loss, {}
         est = self.model.apply(variables, noisy, lengths, sample_rate=sample_rate)
         lc = self.config.loss
@@ -140,7 +141,7 @@ class EnhancementTask:
             est = self.enhance(variables, noisy, lengths, sample_rate, key)
             out = {"si_snr": si_snr(target, est, lengths)}
             if self.is_flow:
-                out["loss"] = jnp.full(noisy.shape[:1], flowse.flow_matching_loss(
+                out["loss"] = jnp.full(noisy.shape[:1], flow_matching_loss(
                     self.model, variables, target, noisy, lengths, sample_rate, key))
             else:
                 out["loss"] = multi_resolution_l1(target, est, lengths,

@@ -23,6 +23,8 @@ Two deliberate differences from the reference:
   A padded batch thus gives exactly the values of each example alone; with equal lengths (or
   `lengths=None`) the values are the reference's. Like torch's reflect padding this needs
   L > w // 2 for each window (shorter examples get edge-clipped indices instead of an error).
+  Concrete lengths outside [1, T] raise a ValueError; traced lengths (under jit) cannot be
+  checked and are clipped to [0, T], so a length beyond T gives the value of length T.
 - Silent signals. The reference divides by a zero std and returns NaN (the training step is then
   skipped). Here the std is floored at `std_floor`: a silent target gives alpha = 0, loss 0 and
   zero gradients (an uninformative example instead of a NaN batch); a silent estimate gives a
@@ -37,14 +39,16 @@ from collections.abc import Sequence
 import jax
 import jax.numpy as jnp
 
-from urgent_jax.audio.levels import length_mask
+from urgent_jax.audio.levels import checked_lengths, length_mask
 from urgent_jax.audio.stft import frame, frame_lengths
 
 
 def _full_lengths(x, lengths):
+    """Checked lengths [B] (audio.levels.checked_lengths), None -> all T."""
+    lengths = checked_lengths(lengths, x.shape[0], x.shape[-1])
     if lengths is None:
         return jnp.full(x.shape[:1], x.shape[-1], jnp.int32)
-    return jnp.asarray(lengths, jnp.int32)
+    return lengths
 
 
 def reflect_pad_to_lengths(x, lengths, pad: int):
@@ -89,7 +93,9 @@ def multi_resolution_l1(
 ):
     """Multi-resolution L1 loss per example (float32 [B]); see the module docstring for the formula.
 
-    ref, est: [B, T] float; lengths: [B] valid samples (None: all T). window_sizes: STFT sizes in
+    ref, est: [B, T] float; lengths: [B] valid samples (None: all T); concrete lengths must lie in
+    [1, T] (ValueError), traced ones (under jit) are clipped to [0, T] (beyond T acts as T; a length
+    of 0 gives loss 0). window_sizes: STFT sizes in
     samples (even), hop = size // 2. eps: stabiliser of the scaling factor alpha (1e-6 in the URGENT
     2026 BSRNN config, 1e-8 in the TF-GridNet recipes). Jitted; window_sizes and normalize_variance
     are static.
@@ -121,7 +127,7 @@ def _multi_resolution_l1(
     ref, est, lengths, *, window_sizes, time_weight, eps, normalize_variance, std_floor
 ):
     mask = length_mask(lengths, ref.shape[-1])  # [B, T]
-    num_valid = lengths.astype(jnp.float32)[:, None]  # [B, 1]
+    num_valid = jnp.maximum(lengths, 1).astype(jnp.float32)[:, None]  # [B, 1]; traced 0: no NaN
     ref = jnp.where(mask, ref, 0.0)
     est = jnp.where(mask, est, 0.0)
     if normalize_variance:

@@ -8,6 +8,8 @@ Written here from the formula rather than through `urgent_jax.metrics`, which ha
 the evaluation metric (bss_eval style, its own eps) may differ in the last digits anyway.
 
 Per example over its first `lengths[b]` samples (means and norms over valid samples only).
+Concrete lengths outside [1, T] raise a ValueError; traced lengths (under jit) cannot be checked
+and are clipped to [0, T], so a length beyond T gives the value of length T.
 
 Where the reference returns +-inf (a silent target or estimate gives c = 0, a perfect estimate
 c = 1) and NaN gradients, both log arguments here are floored at 1e-30, so the value saturates at
@@ -24,7 +26,7 @@ import functools
 import jax
 import jax.numpy as jnp
 
-from urgent_jax.audio.levels import length_mask
+from urgent_jax.audio.levels import checked_lengths, length_mask
 
 # Floor of both log arguments: saturates the value at +-300 dB; the cotangent of the floored log,
 # 10 / (1e-30 ln 10), stays finite in float32, so the zero gradient there is 0, not inf * 0 = NaN.
@@ -44,7 +46,9 @@ def _unit_norm(x, eps: float):
 def si_snr(ref, est, lengths=None, eps: float = 1e-6, zero_mean: bool = True, clamp_db=None):
     """Scale-invariant SNR in dB, float32 [B].
 
-    ref, est: [B, T]; lengths: [B] valid samples (None: all T). eps: norm floor (fast_bss_eval's
+    ref, est: [B, T]; lengths: [B] valid samples (None: all T); concrete lengths must lie in [1, T]
+    (ValueError), traced ones (under jit) are clipped to [0, T] (beyond T acts as T; a length of 0
+    is a silent pair, -300 dB). eps: norm floor (fast_bss_eval's
     `_normalize`). clamp_db: if given, the result is clamped to [-clamp_db, clamp_db] as
     fast_bss_eval does.
     Jitted; zero_mean and clamp_db are static.
@@ -53,6 +57,7 @@ def si_snr(ref, est, lengths=None, eps: float = 1e-6, zero_mean: bool = True, cl
     est = jnp.asarray(est, jnp.float32)
     if ref.shape != est.shape or ref.ndim != 2:
         raise ValueError(f"ref and est must both be [batch, time], got {ref.shape} and {est.shape}")
+    lengths = checked_lengths(lengths, ref.shape[0], ref.shape[-1])
     if lengths is None:
         lengths = jnp.full(ref.shape[:1], ref.shape[-1], jnp.int32)
     clamp_db = None if clamp_db is None else float(clamp_db)
@@ -65,7 +70,7 @@ def _si_snr(ref, est, lengths, eps, zero_mean, clamp_db):
     ref = jnp.where(mask, ref, 0.0)
     est = jnp.where(mask, est, 0.0)
     if zero_mean:
-        num_valid = jnp.asarray(lengths, jnp.float32)[:, None]
+        num_valid = jnp.maximum(lengths, 1).astype(jnp.float32)[:, None]  # traced 0: no NaN
         ref = jnp.where(mask, ref - jnp.sum(ref, axis=-1, keepdims=True) / num_valid, 0.0)
         est = jnp.where(mask, est - jnp.sum(est, axis=-1, keepdims=True) / num_valid, 0.0)
     (ref, ref_deficit), (est, est_deficit) = _unit_norm(ref, eps), _unit_norm(est, eps)

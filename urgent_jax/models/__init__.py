@@ -8,6 +8,11 @@ Names (defaults are the official sizes; any dataclass field can be overridden):
   universa_ext  Track 2 Uni-VERSA-Ext SQA regressor (urgent_jax.models.sqa): WavLM / Distill-MOS /
                 conv front-end, 16 kHz audio -> one value per metric
 
+Precision: `dtype` (compute) and `param_dtype` may be given as names, as configs do: "float32",
+"bfloat16", "float16", or for dtype "auto" = bfloat16 on GPU/TPU and float32 on CPU (the backend
+`build` runs on); `build` resolves them to jnp dtypes. The STFT front-end and the losses stay
+float32 whatever the compute dtype.
+
 Test sizes: `build(name, **TINY[name])`. `init_variables(model, key)` initialises any of them with
 small dummy inputs; wrap it in `jax.eval_shape` for shapes only. `load_variables(path)` reads
 variables written by `python -m urgent_jax.models.convert` (or any msgpack of them).
@@ -70,13 +75,40 @@ def model_class(name: str) -> type:
     return getattr(module, class_name)
 
 
+DTYPE_NAMES = ("float32", "bfloat16", "float16")  # names a dtype field accepts, plus "auto"
+
+
+def resolve_dtype(value, backend: str | None = None, field: str = "dtype"):
+    """A dtype field given by name -> jnp dtype; dtypes (and None) pass through unchanged.
+
+    "auto" (the compute `dtype` field only): bfloat16 on an accelerator (`backend`, default
+    jax.default_backend(), not "cpu"), float32 on CPU.
+    """
+    allow_auto = field == "dtype"
+    if not isinstance(value, str):
+        return value
+    if value == "auto" and allow_auto:
+        backend = backend or jax.default_backend()
+        return jnp.dtype(jnp.float32 if backend == "cpu" else jnp.bfloat16)
+    if value not in DTYPE_NAMES:
+        allowed = ("auto",) * allow_auto + DTYPE_NAMES
+        raise ValueError(f"{field} must be one of {', '.join(allowed)}; got {value!r}")
+    return jnp.dtype(value)
+
+
 def build(name: str, **overrides):
-    """Instantiate the registered model with the name's defaults updated by `overrides`."""
+    """Instantiate the registered model with the name's defaults updated by `overrides`.
+
+    `dtype` / `param_dtype` given as names are resolved by `resolve_dtype` ("auto" for dtype only).
+    """
     cls = model_class(name)
     fields = set(getattr(cls, "__dataclass_fields__", {})) - {"parent", "name"}
     unknown = sorted(set(overrides) - fields)
     if unknown:
         raise TypeError(f"{name}: unknown fields {unknown}; fields are {sorted(fields)}")
+    for field in ("dtype", "param_dtype"):
+        if field in overrides:
+            overrides[field] = resolve_dtype(overrides[field], field=field)
     return cls(**{**_MODELS[name][2], **overrides})
 
 

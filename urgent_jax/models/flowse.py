@@ -11,15 +11,17 @@ Flow matching (sigma_min 0.05, sigma_max 0.5, t in (0.03, 1]): μ_t = (1−t)x�
 u = (σ_max − σ_min)·z + (y − x₀), loss = batch mean of ½·Σ_{T,F}|v − u|². Sampling integrates
 x ← x − Δ·v from x = y + σ_max·z over τ = linspace(1, 0.03, N) (Euler; the last step is Δ = 0.03).
 
-Functions, not module methods, own the loss and the sampler: `flow_matching_loss(model,
-variables, ...)` and `enhance(model, variables, ...)` are pure functions of (variables, batch, key).
-The fixed Fourier weights live in the 'constants' collection, so variables = {'params': ...,
-'constants': ...} and optimisers only see 'params'.
+Functions, not module methods, own the sampler and the draws: `enhance(model, variables, ...)`,
+`sample_time` and `complex_normal` are pure functions of (variables, batch, key). The training
+objective is `urgent_jax.losses.flow.flow_matching_loss(model, variables, ...)` (losses rank above
+models, so the loss imports this module, never the reverse). The fixed Fourier weights live in the
+'constants' collection, so variables = {'params': ..., 'constants': ...} and optimisers only see
+'params'.
 
 Deliberate difference for padded batches: padded frames are masked out of the loss and the noise
-(the reference gives them pure-noise targets, REFERENCE.md §6.12); norms use valid frames only, the
-time BLSTM stops at each item's end and the decoder's 2-D conv sees zeros beyond it, so padding does
-not change valid outputs.
+(`losses.flow`; the reference gives them pure-noise targets, REFERENCE.md §6.12); norms use valid
+frames only, the time BLSTM stops at each item's end and the decoder's 2-D conv sees zeros beyond
+it, so padding does not change valid outputs.
 """
 
 from __future__ import annotations
@@ -135,7 +137,8 @@ class FlowSE(nn.Module):
     """BSRNN-FlowSE vector field v(x_t, y, t) on compressed spectra, plus its front-end settings.
 
     `__call__(x_t, y, t, frame_counts)` is the network; `encode`/`decode` (no parameters) map
-    between waveforms and compressed spectra at any rate; see `flow_matching_loss` and `enhance`.
+    between waveforms and compressed spectra at every supported rate; see `enhance` and
+    `losses.flow.flow_matching_loss`.
     """
 
     num_channels: int = 384  # N (`bsrnn_hidden`); ≈103.2 M parameters at 6 layers
@@ -226,27 +229,6 @@ def complex_normal(key, shape):
     return jax.lax.complex(parts[0], parts[1])
 
 
-def flow_matching_loss(model: FlowSE, variables, clean, noisy, lengths, sample_rate: int, key):
-    """Conditional flow-matching loss (REFERENCE.md §3.3), a float32 scalar.
-
-    clean, noisy float [B, T]; lengths int [B] or None; sample_rate a static int. Padded frames are
-    excluded (zero noise, zero weight).
-    """
-    x0, counts = model.encode(clean, lengths, sample_rate)
-    y, _ = model.encode(noisy, lengths, sample_rate)
-    t_key, z_key = jax.random.split(key)
-    t = sample_time(t_key, x0.shape[0], model.t_eps, model.t_max)
-    valid = (jnp.arange(x0.shape[1])[None, :] < counts[:, None])[:, :, None]  # [B, T, 1]
-    z = complex_normal(z_key, x0.shape) * valid
-    tb = t[:, None, None]
-    sigma = (1.0 - tb) * model.sigma_min + tb * model.sigma_max
-    x_t = (1.0 - tb) * x0 + tb * y + sigma * z
-    target = (model.sigma_max - model.sigma_min) * z + (y - x0)
-    v = model.apply(variables, x_t, y, t, counts)
-    err = jnp.square(jnp.abs(v - target)) * valid
-    return jnp.mean(0.5 * jnp.sum(err, axis=(1, 2)))
-
-
 def sampler_steps(num_steps: int, t_eps: float = 0.03, t_max: float = 1.0):
     """Euler sampler (times τ_i, steps Δ_i): τ = linspace(t_max, t_eps, N), Δ_{N−1} = τ_{N−1}."""
     times = jnp.linspace(t_max, t_eps, num_steps, dtype=jnp.float32)
@@ -256,7 +238,12 @@ def sampler_steps(num_steps: int, t_eps: float = 0.03, t_max: float = 1.0):
 
 @functools.partial(jax.jit, static_argnames=("model", "sample_rate", "num_steps"))
 def enhance(model: FlowSE, variables, noisy, lengths, sample_rate: int, key, num_steps: int = 15):
-    """Euler-sampled enhancement, entirely under jit: noisy [B, T] -> enhanced float32 [B, T]."""
+    """Euler-sampled enhancement, entirely under jit: noisy [B, T] -> enhanced float32 [B, T].
+
+    num_steps ≥ 1 Euler steps (static); inputs are checked as the front-end does (`encode`).
+    """
+    if isinstance(num_steps, bool) or not isinstance(num_steps, int) or num_steps < 1:
+        raise ValueError(f"num_steps must be a positive int (Euler steps), got {num_steps!r}")
     y, counts = model.encode(noisy, lengths, sample_rate)
     x = y + model.sigma_max * complex_normal(key, y.shape)
     times, steps = sampler_steps(num_steps, model.t_eps, model.t_max)

@@ -11,6 +11,11 @@ alone: its last frames see its own reflect padding (the reference's see the batc
 and decoding leaves frames beyond its count out of both the overlap-add and the window envelope and
 zeroes samples beyond its length (torch.istft keeps them). Equal-length batches agree exactly.
 Everything here runs in float32 whatever the model's compute dtype.
+
+Inputs are checked where every enhancement model enters (`check_inputs`: `encode`, `decode` and
+TF-GridNet call it): waveforms [batch, time], lengths [batch], sample_rate one of SAMPLE_RATES.
+Concrete lengths must lie in [1, time]; traced lengths (under jit) cannot be checked when tracing
+and are clipped to [0, time], so a length beyond the batch gives the result of length = time.
 """
 
 from __future__ import annotations
@@ -21,9 +26,38 @@ import jax.numpy as jnp
 import numpy as np
 
 from urgent_jax.audio import stft as stft_lib
+from urgent_jax.audio.levels import checked_lengths
 
 DEFAULT_FS = 48000  # Hz, the rate at which front-end sizes are specified
 SAMPLE_RATES = (8000, 16000, 22050, 24000, 32000, 44100, 48000)  # Hz, every rate URGENT uses
+
+
+def check_sample_rate(sample_rate) -> int:
+    """sample_rate as a Python int, one of SAMPLE_RATES (an integral float: 16000.0 -> 16000)."""
+    is_number = isinstance(sample_rate, (int, float, np.number))
+    if is_number and not isinstance(sample_rate, bool) and float(sample_rate) in SAMPLE_RATES:
+        return int(sample_rate)
+    rates = ", ".join(map(str, SAMPLE_RATES))
+    raise ValueError(
+        f"unsupported sampling rate {sample_rate!r} Hz: sample_rate must be one of {rates}"
+    )
+
+
+def check_inputs(wave, lengths, sample_rate, name: str = "noisy"):
+    """Validated (wave, lengths int32 [B] or None, sample_rate int) of an enhancement model.
+
+    wave must be [batch, time] (a single waveform needs a leading batch axis); lengths None or
+    [batch]. Concrete lengths outside [1, time] raise; traced ones are clipped to [0, time]
+    (urgent_jax.audio.levels.checked_lengths).
+    """
+    shape = tuple(jnp.shape(wave))
+    if len(shape) != 2:
+        raise ValueError(
+            f"expected {name} waveforms as [batch, time] (one waveform: add a batch axis), "
+            f"got shape {shape}"
+        )
+    lengths = checked_lengths(lengths, shape[0], shape[1], name="lengths")
+    return wave, lengths, check_sample_rate(sample_rate)
 
 
 def scaled_size(size: int, sample_rate: int, default_fs: int = DEFAULT_FS) -> int:
@@ -86,9 +120,11 @@ class STFTFrontEnd:
     def encode(self, wave, lengths, sample_rate: int):
         """wave float [B, T], lengths int [B] or None -> (complex64 [B, frames, bins], int32 [B]).
 
-        Frames at or beyond each item's frame count are zero. With lengths, each item is
-        reflect-padded at its own end, so the frames that straddle it are those of the item alone.
+        Inputs are validated by `check_inputs`. Frames at or beyond each item's frame count are
+        zero. With lengths, each item is reflect-padded at its own end, so the frames that straddle
+        it are those of the item alone.
         """
+        wave, lengths, sample_rate = check_inputs(wave, lengths, sample_rate)
         wave = jnp.asarray(wave, jnp.float32)
         n_fft, hop, win = self.sizes(sample_rate)
         if lengths is None:
@@ -105,9 +141,11 @@ class STFTFrontEnd:
 
         Windowed overlap-add divided by the squared-window envelope of each item's own valid frames.
         """
+        sample_rate = check_sample_rate(sample_rate)
         n_fft, hop, _ = self.sizes(sample_rate)
         spec = jnp.asarray(spec, jnp.complex64)
         batch, count = spec.shape[0], spec.shape[-2]
+        lengths = checked_lengths(lengths, batch, num_samples)
         if lengths is None:
             lengths = jnp.full((batch,), num_samples, jnp.int32)
         keep = jnp.arange(count)[None, :] < self.frame_counts(lengths, sample_rate)[:, None]

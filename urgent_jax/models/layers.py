@@ -35,11 +35,12 @@ NORM1D_EPS = {"GN": 1e-8, "cLN": FLOAT32_EPS}
 DUAL_PATH_EPS = {"GN": 1e-5, "cLN": FLOAT32_EPS, "cfLN": FLOAT32_EPS}
 
 
-
 def check_band_layout(band_widths, n_fft: int) -> None:
     """The bins per band must cover the n_fft // 2 + 1 bins of the reference-rate STFT exactly."""
-    if sum(band_widths) != n_fft // 2 + 1:
-        raise ValueError(f"band layout covers {sum(band_widths)} bins; n_fft {n_fft} gives {n_fft // 2 + 1}")
+    covered, num_bins = sum(band_widths), n_fft // 2 + 1
+    if covered != num_bins:
+        raise ValueError(f"band layout covers {covered} bins; n_fft {n_fft} gives {num_bins}")
+
 
 def partitioned(init, axes: tuple[str | None, ...]):
     """Attach logical axis names (the STYLE.md vocabulary) to an initialiser."""

@@ -40,6 +40,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from urgent_jax.audio.stft import frame, frame_lengths, hann_window, istft, overlap_add, stft
+from urgent_jax.models.frontend import check_inputs
 
 Dtype = Any
 
@@ -401,13 +402,16 @@ class TFGridNet(nn.Module):
         """noisy [B, T] float, lengths [B] valid samples or None (all T), sample_rate Hz (static).
 
         Returns enhanced [B, T] float32, zero beyond each example's length. Each length must exceed
-        n_fft // 2 at the rate (torch's reflect padding needs it too).
+        n_fft // 2 at the rate (torch's reflect padding needs it too). Inputs are validated by
+        `frontend.check_inputs` (concrete lengths in [1, T]; traced lengths clipped to [0, T]).
         """
         if self.emb_hs >= self.emb_ks:
             raise ValueError(
                 "TF-GridNet supports emb_hs < emb_ks (the unfold + transposed-conv path); got "
                 f"emb_hs={self.emb_hs}, emb_ks={self.emb_ks}"
             )
+        # [batch, time], lengths [batch], a supported rate; traced lengths clipped to [0, time]
+        noisy, lengths, sample_rate = check_inputs(noisy, lengths, sample_rate)
         n_fft, hop = self.stft_config(sample_rate)
         noisy = jnp.asarray(noisy, jnp.float32)
         batch, num_samples = noisy.shape
@@ -418,7 +422,7 @@ class TFGridNet(nn.Module):
             lengths = jnp.asarray(lengths, jnp.int32)
             sample_mask = jnp.arange(num_samples)[None, :] < lengths[:, None]
             noisy = jnp.where(sample_mask, noisy, 0.0)
-            num_valid = lengths.astype(jnp.float32)[:, None]
+            num_valid = jnp.maximum(lengths, 1).astype(jnp.float32)[:, None]  # traced 0: no NaN
 
         # --- variance normalisation (unbiased std over the valid samples) ---
         std = jnp.ones((batch, 1), jnp.float32)
