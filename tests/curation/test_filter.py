@@ -50,6 +50,23 @@ def test_urgent2025_rules(tmp_path):
     assert len(removed) == 5 and removed[0] == "uid\tcorpus\tfailed"
 
 
+def test_languages_from_utt2lang_else_the_uid_rule(tmp_path):
+    # REFERENCE.md §1.2: mls_french / common_voice_fr -> fra, mls_german / common_voice_de -> deu,
+    # mls_spanish / common_voice_es -> spa, common_voice_zh-CN -> zho, anything else eng.
+    rows = [dict(uid=u) for u in ("mls_french_1_2_3", "common_voice_de_9", "mls_spanish_4",
+                                  "common_voice_zh-CN_5", "book_00001_chp_0001", "spk1_utt")]
+    _write_scores(tmp_path / "scores.tsv", rows)
+    summary = filter_scores(tmp_path / "scores.tsv", "configs/curation/urgent2025.py",
+                            tmp_path / "out", make_figures=False)
+    hours = {lang: t["kept_h"] * 3600 for lang, t in summary["by_language"].items()}
+    assert hours == {"fra": 1, "deu": 1, "spa": 1, "zho": 1, "eng": 2}
+    (tmp_path / "utt2lang").write_text("spk1_utt jpn\n")
+    filter_scores(tmp_path / "scores.tsv", "configs/curation/urgent2025.py", tmp_path / "out2",
+                  utt2lang=tmp_path / "utt2lang", make_figures=False)
+    lines = (tmp_path / "out2" / "utt2lang").read_text().split("\n")
+    assert "spk1_utt jpn" in lines and "mls_french_1_2_3 fra" in lines
+
+
 def test_corpus_regexes():
     corpora = load_config("configs/curation/urgent2025.py").corpora
     assert corpus_of("book_00233_chp_0014_reader_11826_41_seg_0_seg1(2)", corpora) == "librivox"

@@ -12,7 +12,9 @@ bound that applies (a NaN never does).
 Outputs in `out`: speech_sources.scp (`uid fs path`, the official format, REFERENCE.md §1.1),
 source_length.scp, utt2spk (uid uid, as the official train sources), utt2lang (with --utt2lang),
 removed.tsv (uid, corpus, failed rules), summary.json, report.md and figures/<column>.png
-(histograms with the thresholds; hours kept / removed per corpus, language and rate).
+(histograms with the thresholds; hours kept / removed per corpus, language and rate). The language
+of a uid is its --utt2lang entry, else the official uid rule (REFERENCE.md §1.2: corpus markers such
+as mls_french -> fra, else eng; `data.presimulate.language_of`).
 
 fs: without `resample` each kept file is listed at its own rate. With it, files whose estimated-
 bandwidth rate (`target_fs`, §5.1) is below their rate are resampled with soxr (HQ, as the 2025
@@ -39,6 +41,7 @@ import numpy as np
 from urgent_jax.audio.io import AudioFileError, audio_exists, read_audio
 from urgent_jax.curation.score import read_scores
 from urgent_jax.data.manifest import SourceEntry, read_kv, write_kv, write_source_list
+from urgent_jax.data.presimulate import language_of
 
 OTHER = "other"
 RESAMPLE_ERROR = "resample_error"  # removed.tsv / removed_by_rule: a kept file not resampled
@@ -208,7 +211,7 @@ def filter_scores(
     for uid in sorted(table):
         row = table[uid]
         row["corpus"] = corpus_of(uid, corpora)
-        row["language"] = langs.get(uid, "unknown")
+        row["language"] = language_of(uid, langs)
         failed = failed_rules(row, row["corpus"], rules)
         row["kept"] = not failed
         if failed:
@@ -236,7 +239,7 @@ def filter_scores(
     write_kv(out / "source_length.scp", lengths)
     write_kv(out / "utt2spk", {e.uid: e.uid for e in entries})
     if langs:
-        write_kv(out / "utt2lang", {e.uid: langs.get(e.uid, "unknown") for e in entries})
+        write_kv(out / "utt2lang", {e.uid: language_of(e.uid, langs) for e in entries})
     with open(out / "removed.tsv", "w", encoding="utf-8", newline="\n") as f:
         f.write("uid\tcorpus\tfailed\n")
         f.writelines("\t".join(r) + "\n" for r in removed)
