@@ -150,3 +150,24 @@ def test_cli_with_converted_params(tiny_model, recordings, tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert len(read_kv(out / "inf.scp")) == 4
     assert json.loads(proc.stderr.strip().splitlines()[-1])["num_errors"] == 3
+
+
+def test_zero_overlap_and_invalid_chunking(tiny_model, recordings, tmp_path, rng):
+    """--overlap_s 0 joins touching chunks (it used to crash after enhancing everything, writing
+    nothing); an overlap not shorter than the chunk is refused up front with the flag values."""
+    x = rng.standard_normal(1000).astype(np.float32)
+    bounds = chunk_bounds(len(x), 300, 0)
+    np.testing.assert_array_equal(overlap_add([x[s:e] for s, e in bounds], bounds, len(x), 0), x)
+    model, variables = tiny_model
+    scp, audio = recordings
+    out = tmp_path / "no_overlap"
+    summary = enhance_scp(model, variables, str(scp), str(out), batch_size=4, chunk_s=0.4,
+                          overlap_s=0.0, peak=0.9, use_progress_bar=False)
+    assert summary["num_written"] == 4
+    y, _ = sf.read(read_kv(out / "inf.scp")["b_16k"], dtype="float32")
+    assert len(y) == len(audio["b_16k"][0]) and np.all(np.isfinite(y))
+    with pytest.raises(ValueError, match="overlap_s=0.5, chunk_s=0.4"):
+        enhance_scp(model, variables, str(scp), str(tmp_path / "bad"), chunk_s=0.4, overlap_s=0.5,
+                    use_progress_bar=False)
+    with pytest.raises(ValueError, match="overlap"):
+        chunk_bounds(1000, 300, 300)

@@ -140,3 +140,23 @@ def test_best_checkpoints_kept_by_metric(tmp_path):
     ck.close()
     assert best == 2
     assert {2, 4, 6} <= set(kept) and 1 not in kept and 3 not in kept and 5 not in kept
+
+
+def test_unrestorable_checkpoints_raise_instead_of_restarting(tmp_path):
+    """Steps that exist but all fail to restore (here: a changed model size) must not silently start
+    a fresh run at step 0 over them; the error names the directory and the failing step."""
+    directory = tmp_path / "ckpt"
+    ck = Checkpointer(str(directory), save_every=1, keep_last=5, keep_best=0, use_async=False)
+    ck.save(5, _toy_state(1.0))
+    ck.close()
+    tx, _ = make_optimizer(lr=0.1)
+    params = {"w": jnp.zeros((4, 1))}  # the saved run had (3, 1)
+    template = create(params, tx.init(params), jax.random.PRNGKey(0))
+    shardings = jax.tree.map(lambda x: x.sharding, template)
+    ck = Checkpointer(str(directory), save_every=1, keep_last=5, keep_best=0, use_async=False)
+    try:
+        with pytest.raises(RuntimeError, match=r"checkpoint steps \[5\] can be restored") as info:
+            ck.restore(abstract_like(template, shardings))
+    finally:
+        ck.close()
+    assert str(directory) in str(info.value) and "step 5:" in str(info.value)

@@ -67,6 +67,9 @@ def _bucket(n: int) -> int:
 
 def chunk_bounds(num_samples: int, chunk: int, overlap: int) -> list[tuple[int, int]]:
     """(start, end) of overlapping chunks covering [0, num_samples)."""
+    if not 0 <= overlap < chunk:
+        raise ValueError(f"chunk overlap must be in [0, chunk): got overlap {overlap}, "
+                         f"chunk {chunk} samples")
     if num_samples <= chunk:
         return [(0, num_samples)]
     hop = chunk - overlap
@@ -81,11 +84,10 @@ def overlap_add(pieces: list[np.ndarray], bounds: list[tuple[int, int]], num_sam
     weight = np.zeros(num_samples, np.float64)
     for piece, (s, e) in zip(pieces, bounds):
         w = np.ones(e - s)
-        if s > 0:
-            ramp = min(overlap, e - s)
+        ramp = min(overlap, e - s)  # 0: chunks only touch (w[-0:] would be the whole chunk)
+        if s > 0 and ramp > 0:
             w[:ramp] = np.linspace(0.0, 1.0, ramp + 2)[1:-1]
-        if e < num_samples:
-            ramp = min(overlap, e - s)
+        if e < num_samples and ramp > 0:
             w[-ramp:] = np.minimum(w[-ramp:], np.linspace(1.0, 0.0, ramp + 2)[1:-1])
         out[s:e] += piece[: e - s] * w
         weight[s:e] += w
@@ -107,6 +109,9 @@ def enhance_scp(
     use_progress_bar: bool = True,
 ) -> dict:
     """Enhance every recording of `input_scp` (uid path); returns a summary."""
+    if not 0 <= overlap_s < chunk_s:
+        raise ValueError(f"need 0 <= overlap_s < chunk_s, got overlap_s={overlap_s}, "
+                         f"chunk_s={chunk_s}")
     entries = read_kv(input_scp)
     is_flow = isinstance(model, flowse.FlowSE)
     if is_flow:
@@ -190,7 +195,11 @@ def enhance_scp(
         if peak > 0:
             y = y * (peak / max(float(np.max(np.abs(y))), 1e-6))
         path = os.path.abspath(os.path.join(wav_dir, f"{uid}.wav"))
-        write_audio(path, y, sr)
+        try:
+            write_audio(path, y, sr)
+        except AudioFileError as e:  # per file, like read errors: the rest is still listed
+            errors.append((uid, str(e)))
+            continue
         written[uid] = path
     write_kv(os.path.join(output_dir, "inf.scp"), written)
     with open(os.path.join(output_dir, "errors.tsv"), "w") as f:

@@ -87,11 +87,14 @@ class Checkpointer:
         return True
 
     def restore(self, abstract_state, data_iterator=None):
-        """(state, step) from the newest restorable step, or (None, None) if there is none.
+        """(state, step) from the newest restorable step, or (None, None) if there are no steps.
 
-        abstract_state: jax.ShapeDtypeStruct tree carrying the target shardings.
+        abstract_state: jax.ShapeDtypeStruct tree carrying the target shardings. Raises RuntimeError
+        when steps exist but none restores (a changed model or data.num_workers, not corruption):
+        starting from scratch over them would silently throw the run away.
         """
         steps = sorted(self.manager.all_steps(), reverse=True)
+        failures = []
         for step in steps:
             items = {"state": ocp.args.StandardRestore(abstract_state)}
             if data_iterator is not None:
@@ -100,9 +103,18 @@ class Checkpointer:
                 restored = self.manager.restore(step, args=ocp.args.Composite(**items))
             except Exception as e:  # a corrupt or partial step: fall back to the previous one
                 log.warning("cannot restore checkpoint step %d (%s); trying an older one", step, e)
+                failures.append(f"step {step}: {type(e).__name__}: {str(e)[:300]}")
                 continue
             log.info("restored checkpoint step %d from %s", step, self.directory)
             return restored["state"], step
+        if failures:
+            raise RuntimeError(
+                f"{self.directory}: none of the checkpoint steps {steps} can be restored, refusing "
+                "to start from scratch over them. Restore needs the config that saved them (model "
+                "sizes, data.num_workers: the Grain iterator state depends on it); or use a new "
+                "--workdir.\n"
+                + "\n".join(failures)
+            )
         return None, None
 
     def best_step(self) -> int | None:
