@@ -2,6 +2,8 @@
 bad-source policies."""
 
 import dataclasses
+import os
+import re
 
 import numpy as np
 import pytest
@@ -9,7 +11,13 @@ import scipy.signal
 import soundfile as sf
 
 from urgent_jax.audio.filters import highpass_taps
-from urgent_jax.data.manifest import MetaRow, read_kv, read_source_dir, write_meta_tsv
+from urgent_jax.data.manifest import (
+    ManifestError,
+    MetaRow,
+    read_kv,
+    read_source_dir,
+    write_meta_tsv,
+)
 from urgent_jax.data.presimulate import presimulate
 from urgent_jax.data.sources import BadFileError
 
@@ -114,3 +122,25 @@ def test_bad_sources_raise_or_skip(demo_sources, tmp_path):
     assert summary["rendered"] == 1 and summary["skipped"] == 1
     assert "no_such_utterance" in summary["skip_reasons"][0]
     assert list(read_kv(tmp_path / "d" / "wav.scp")) == ["fileid_1"]
+
+
+@pytest.mark.parametrize("field, value, fragment", [
+    ("augmentation", "clipping(min=0.05,max=0.95)/bogus", "unknown augmentation item 'bogus'"),
+    ("augmentation", "codec(format=mp3,encoder=vorbis,qscale=4)", "unsupported codec"),
+    ("snr_db", float("nan"), "non-finite snr_dB"),
+])  # fmt: skip
+def test_malformed_meta_row_names_file_line_before_rendering(demo_sources, tmp_path, field, value,
+                                                             fragment):
+    """A meta.tsv row that cannot be rendered raises a ManifestError `meta.tsv:<line>` up front
+    (before: a bare error without file:line after earlier batches were written, or, for a NaN SNR,
+    silently NaN audio), under either policy (it is a manifest error, not a bad source file)."""
+    rows = _rows(demo_sources, tmp_path, [OFFICIAL_STYLE[0]] * 3)
+    rows[2] = dataclasses.replace(rows[2], **{field: value})
+    meta = tmp_path / "meta.tsv"
+    write_meta_tsv(meta, rows)
+    for policy in ("raise", "skip"):
+        with pytest.raises(ManifestError, match=re.escape(f"{meta}:4: row fileid_3: ")) as e:
+            presimulate(str(meta), str(demo_sources), str(tmp_path / "d"), batch_size=1,
+                        num_workers=0, policy=policy, use_progress_bar=False)
+        assert fragment in str(e.value)
+        assert not any(os.path.exists(r.noisy_path) for r in rows)

@@ -25,7 +25,7 @@ import json
 import math
 import os
 import re
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -395,9 +395,12 @@ def read_meta_tsv(
     check_files: bool = False,
     sample_rates: Sequence[int] = SAMPLE_RATES,
     allow_empty: bool = False,
+    check_row: Callable[[MetaRow], object] | None = None,
 ) -> list[MetaRow]:
     """Read meta.tsv with or without the `noise_path` column (decided by the header).
-    `check_files` requires noisy, clean (and noise) paths to exist as written."""
+    `check_files` requires noisy, clean (and noise) paths to exist as written. `check_row(row)`
+    validates what this module does not parse (e.g. the `augmentation` syntax); a ValueError it
+    raises becomes a ManifestError naming the row's line."""
     rows, ids, columns, header_line_no = [], _UniqueIds(path), None, 0
     for line_no, line in _lines(path):
         fields = line.split("\t")
@@ -419,6 +422,11 @@ def read_meta_tsv(
             length=_parse_int(raw["length"], "length", path, line_no),
         )
         row = MetaRow(**raw)
+        if check_row is not None:
+            try:
+                check_row(row)
+            except ValueError as e:
+                raise _error(path, line_no, f"row {row.id}: {e}") from None
         if check_files:
             for file_path in (row.noisy_path, row.clean_path, row.noise_path):
                 if file_path is not None:

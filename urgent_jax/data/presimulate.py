@@ -158,6 +158,17 @@ class _BatchLoader:
         return out
 
 
+def _check_row(row: MetaRow) -> None:
+    """ValueError unless the row can be rendered: a finite SNR and an augmentation string in the
+    official syntax with supported settings (checked when meta.tsv is read, so a bad line is
+    reported with its file:line before anything is rendered)."""
+    if not np.isfinite(row.snr_db):
+        raise ValueError(f"non-finite snr_dB {row.snr_db!r}")
+    chain_to_params(parse_augmentation(row.augmentation), snr_db=row.snr_db,
+                    use_rir=row.rir_uid != "none", sample_rate=row.fs,
+                    max_num_samples=max(row.length, 1))
+
+
 def _is_done(row: MetaRow) -> bool:
     outputs = [row.noisy_path, row.clean_path] + ([row.noise_path] if row.noise_path else [])
     for path in outputs:
@@ -225,7 +236,7 @@ def presimulate(
     """Render every row of meta_tsv (see the module docstring). Returns a summary dict."""
     if policy not in ("raise", "skip"):
         raise ValueError(f"policy must be 'raise' or 'skip', got {policy!r}")
-    rows = read_meta_tsv(meta_tsv)
+    rows = read_meta_tsv(meta_tsv, check_row=_check_row)  # fails before rendering anything
     tables = read_source_dir(sources_dir)
     entries = _Entries(
         speech={e.uid: e for e in tables.speech},

@@ -408,6 +408,10 @@ def chain_to_params(
         elif isinstance(item, ClippingSpec):
             q_min, q_max = item.q_min, item.q_max
         elif isinstance(item, CodecSpec):
+            if (item.format, item.encoder) not in CODECS:
+                raise AugmentationSyntaxError(
+                    f"unsupported codec {format_item(item)} (format/encoder pairs: {CODECS})"
+                )
             codec_id = CODECS.index((item.format, item.encoder))
             qscale = item.qscale
         elif isinstance(item, PacketLossSpec):
