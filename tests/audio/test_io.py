@@ -49,3 +49,19 @@ def test_errors_name_the_file(tmp_path):
         io.audio_info(bad)
     with pytest.raises(io.AudioFileError, match="bad.wav"):
         io.write_audio(tmp_path / "bad.wav", np.zeros((2, 2, 2)), 16000)
+
+
+def test_write_integer_pcm_as_soundfile_does(tmp_path, rng):
+    # int16 input used to be cast to float32 and clipped to full scale (a square wave).
+    x16 = (rng.standard_normal((2, 1000)) * 3000).astype(np.int16)
+    x32 = x16.astype(np.int32) << 16
+    for name, x, subtype in (("a.wav", x16, None), ("b.flac", x16, "PCM_24"), ("c.wav", x32, "PCM_32")):
+        io.write_audio(tmp_path / name, x, 8000, subtype=subtype)
+        y, sr = sf.read(tmp_path / name, dtype=x.dtype.name, always_2d=True)
+        assert sr == 8000
+        np.testing.assert_array_equal(y.T, x)
+        z, _ = io.read_audio(tmp_path / name)
+        np.testing.assert_allclose(z, x16 / 32768.0, atol=0)
+    for dtype in (np.uint8, np.int64):
+        with pytest.raises(io.AudioFileError, match="bad_int.wav"):
+            io.write_audio(tmp_path / "bad_int.wav", np.zeros(10, dtype), 8000)

@@ -94,6 +94,18 @@ def test_identity_and_round_trip(rng):
     assert np.abs(back[inner] - x[inner]).max() < 1e-4
 
 
+@pytest.mark.parametrize("orig, new", [(16000, 8000), (8000, 44100), (44100, 16000)])
+def test_short_and_empty_signals_match_resample_poly(orig, new, rng):
+    # An empty time axis gave ZeroDivisionError; 1-3 samples must still match scipy's length/values.
+    up, down, taps = design_resampler(orig, new)
+    for shape in ((0,), (2, 0), (1,), (2, 3)):
+        x = rng.standard_normal(shape).astype(np.float32)
+        ref = scipy.signal.resample_poly(x.astype(np.float64), up, down, axis=-1, window=taps / up)
+        y = np.asarray(resample(x, orig, new))
+        assert y.shape == ref.shape == (*shape[:-1], resampled_length(shape[-1], orig, new))
+        np.testing.assert_allclose(y, ref, atol=1e-5)
+
+
 @pytest.mark.parametrize("orig,new", [(22050, 8000), (22050, 48000), (48000, 16000), (44100, 48000)])
 def test_numpy_twin_matches_jax_resampler(orig, new, rng):
     x = (0.1 * rng.standard_normal((2, 9000))).astype(np.float32)
@@ -172,13 +184,15 @@ def test_sinc_hann_matches_torchaudio_reference_on_a_padded_batch(orig, rng):
 def test_sinc_hann_numpy_twin_matches_torchaudio_reference(orig, new, rng):
     # The loaders' host-side version (SQA audio): channels [C, T], lengths not multiples of the
     # rate ratio, and a signal shorter than the filter.
-    for n in (int(0.4 * orig) + 3, 37):
+    # Empty and 1-sample signals too, through the jax version as well.
+    for n in (int(0.4 * orig) + 3, 37, 1, 0):
         x = (0.3 * rng.standard_normal((2, n))).astype(np.float32)
-        got = resample_sinc_hann_numpy(x, orig, new)
         expected = np.stack([torchaudio_resample_reference(c, orig, new) for c in x])
-        assert got.dtype == np.float32 and got.shape == expected.shape
-        assert got.shape[-1] == sinc_hann_resampled_length(n, orig, new)
-        np.testing.assert_allclose(got, expected, rtol=0, atol=1e-6)
+        jax_version = np.asarray(resample_sinc_hann(x, orig, new))
+        for got in (resample_sinc_hann_numpy(x, orig, new), jax_version):
+            assert got.dtype == np.float32 and got.shape == expected.shape
+            assert got.shape[-1] == sinc_hann_resampled_length(n, orig, new)
+            np.testing.assert_allclose(got, expected, rtol=0, atol=1e-6)
     assert np.array_equal(resample_sinc_hann_numpy(x, orig, orig), x)
 
 

@@ -112,12 +112,23 @@ def _read_file(path: str, start: int, num_samples: int | None) -> tuple[np.ndarr
 def write_audio(
     path: str | os.PathLike, audio, sample_rate: int, subtype: str | None = None, make_dirs: bool = True
 ) -> None:
-    """Write [channels, time] or [time] float audio; the format follows the extension (.wav, .flac, ...).
+    """Write [channels, time] or [time] audio; the format follows the extension (.wav, .flac, ...).
 
-    subtype defaults to soundfile's default for the format (16-bit PCM for wav and flac, as the reference).
+    Float audio has full scale 1.0; int16 / int32 audio is written as PCM sample values (as
+    soundfile does), so int16 samples are not mistaken for floats and clipped. Other integer dtypes
+    raise AudioFileError. subtype defaults to soundfile's default for the format (16-bit PCM for wav
+    and flac, as the reference).
     """
     path = str(path)
-    x = np.asarray(audio, dtype=np.float32)
+    x = np.asarray(audio)
+    if x.dtype.kind in "iub":
+        if x.dtype not in (np.int16, np.int32):
+            raise AudioFileError(
+                f"{path}: integer audio must be int16 or int32 PCM, got {x.dtype} "
+                "(convert to float with full scale 1.0)"
+            )
+    else:
+        x = x.astype(np.float32)
     if x.ndim == 2:
         x = x.T  # soundfile wants [time, channels]
     elif x.ndim != 1:

@@ -139,6 +139,8 @@ def _apply_blocks(x, down: int, up: int, n_out: int, group: int, j_min: int, ker
     """x [..., T] -> [..., n_out] through a `_regroup` kernel (zeros outside the signal)."""
     b_in, b_out, num_j = group * down, group * up, kernel.shape[0]
     lead, n = x.shape[:-1], x.shape[-1]
+    if n_out == 0:  # an empty signal: nothing to filter (the block reshape would divide by zero)
+        return jnp.zeros((*lead, 0), jnp.float32)
     num_blocks = -(-n_out // b_out)
     xs = x.reshape(-1, n)
     # Extended input whose block 0 is input block j_min; num_blocks + num_j - 1 blocks in total.
