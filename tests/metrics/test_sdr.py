@@ -234,3 +234,30 @@ def test_map_in_chunks_balances_steps_and_keeps_results():
     out = np.asarray(map_in_chunks(fn, 4, a[:7], b[:7]))  # 7 examples -> 2 steps of 4, 1 pad row
     assert seen == [4] and out.shape == (7,)
     np.testing.assert_allclose(out, np.sum(np.asarray(a[:7]) * np.asarray(b[:7]), -1), rtol=1e-6)
+
+
+@SOLVERS
+def test_sdr_clips_shorter_than_the_filter(float64):
+    """Under 257 samples fast_bss_eval's FFT size 2^ceil(log2(2n - 1)) <= 512 wraps its correlations
+    around (any estimate scores +50 dB; under 129 samples it raises); ours keeps the linear
+    correlations at every length: equal to the reference on the clip zero-padded to 300 samples
+    (padding changes no linear correlation), and to the reference itself from 257 samples on."""
+    rng = np.random.default_rng(3)
+    lengths = [64, 200, 256, 257, 300, 511]
+    pairs = []
+    for n in lengths:
+        r = rng.standard_normal(n).astype(np.float32)
+        pairs.append((r, (r + rng.standard_normal(n)).astype(np.float32)))
+    refs = np.zeros((len(pairs), 600), np.float32)
+    ests = np.zeros_like(refs)
+    for i, (r, e) in enumerate(pairs):
+        refs[i, : len(r)], ests[i, : len(e)] = r, e
+    ours = np.asarray(sdr_jit(refs, ests, jnp.array(lengths), float64=float64))
+    for i, n in enumerate(lengths):
+        if n < 257:
+            expected = reference_sdr(refs[i, :300], ests[i, :300])
+        else:
+            expected = reference_sdr(*pairs[i])
+        assert abs(ours[i] - expected) <= SDR_TOL_DB, (n, ours[i], expected)
+        assert ours[i] < 20.0  # a noisy copy at ~0 dB SNR, never the wrapped-around +50 dB
+    assert reference_sdr(*pairs[1]) == pytest.approx(50.0)  # the reference's wrap-around at 200

@@ -115,6 +115,14 @@ def test_jit_inside_a_caller_and_identical_signals_score_one(noizeus_pair):
     assert e[1] < 0.9 and s[1] < 0.9
 
 
+def test_all_zero_estimate_scores_zero_where_pystoi_dithers(noizeus_pair):
+    """README deliberate difference: pystoi's unseeded 2.2e-16 dither turns an all-zero estimate's
+    constant bands into a random score of a few 1e-3; ours is exactly 0 (its expectation)."""
+    clean, _, fs = noizeus_pair
+    ref = clean[None, : 2 * fs]
+    assert float(estoi(ref, np.zeros_like(ref), None, fs)[0]) == 0.0
+    assert abs(_pystoi(ref[0], np.zeros_like(ref[0]), fs, extended=True)) < 2e-2
+
 def test_short_or_mostly_silent_signals_give_1e5_as_pystoi(noizeus_pair):
     clean, noisy, fs = noizeus_pair
     # One burst of speech in silence: under 30 STFT frames survive the 40 dB silence removal.

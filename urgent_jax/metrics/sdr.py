@@ -6,6 +6,11 @@ compute_permutation=False, clamp_db=50)` for one source (REFERENCE.md §4.1): bo
 norm, est projected onto `filter_length` delayed copies of ref, c = ||proj||^2 / ||est||^2,
 SDR = 10 log10(c / (1 - c)) limited to [-clamp_db, clamp_db].
 
+Clips shorter than 257 samples (deliberate difference, README): the reference's FFT size
+2^ceil(log2(2n - 1)) is then at most 512 = filter_length, so its correlations wrap around and every
+estimate scores +clamp_db (under 129 samples it raises). Here the correlations stay linear at every
+length: the value the reference gives for the same clip zero-padded to 257 samples or more.
+
 Precision. The reference solves the 512 x 512 Toeplitz normal equations directly. Their matrix is
 the autocorrelation of ref; for band-limited speech (e.g. 16 kHz content at 48 kHz) its eigenvalues
 span 1e2 .. 1e-11, far beyond what a float32 autocorrelation resolves (its FFT error is ~1e-6 of
