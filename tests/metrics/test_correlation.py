@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import collections
-import time
 
 import numpy as np
 import pytest
@@ -66,18 +65,16 @@ def test_tau_b_with_ties_matches_scipy(num_values):
         assert (np.isnan(got) and np.isnan(want)) or got == pytest.approx(want, abs=1e-12)
 
 
-def test_tau_b_of_20000_pairs_is_fast_and_matches_scipy():
-    """O(n log n): the former O(n^2) pair loop took 7.9 s and 1.4 GB here."""
+def test_tau_b_of_20000_pairs_matches_scipy():
+    """A corpus-sized input with NaN and heavy ties (the former O(n^2) pair loop took 7.9 s and
+    1.4 GB here; the O(n log n) count takes milliseconds: speed is not asserted in tests)."""
     rng = np.random.default_rng(5)
     ref = np.round(rng.uniform(1, 5, 20000), 1)  # 41 values: heavy ties
     pred = ref + rng.normal(0, 0.8, 20000)
     pred[::7] = np.nan
-    start = time.perf_counter()
     ours = correlation.correlation_stats(pred, ref)
-    elapsed = time.perf_counter() - start
     keep = ~np.isnan(pred)
     assert ours["KTAU"] == pytest.approx(stats.kendalltau(pred[keep], ref[keep]).statistic, abs=1e-12)
-    assert elapsed < 1.0, f"{elapsed:.2f} s"
 
 
 def test_nan_pairs_omitted_or_propagated():
