@@ -14,6 +14,17 @@ from urgent_jax.data.manifest import read_int_kv, read_source_list
 from urgent_jax.data.pack import pack
 from urgent_jax.train.config_file import load_config
 
+
+def test_missing_or_empty_scores_file_is_an_error(tmp_path):
+    # Before: a mistyped --scores path (or an empty file) "kept 0 / 0 utterances" with exit 0.
+    with pytest.raises(FileNotFoundError, match="nosuch.tsv: scores file not found"):
+        filter_scores(tmp_path / "nosuch.tsv", "configs/curation/urgent2025.py", tmp_path / "out")
+    (tmp_path / "empty.tsv").write_text("")
+    with pytest.raises(ValueError, match="empty.tsv: no scored utterances"):
+        filter_scores(tmp_path / "empty.tsv", "configs/curation/urgent2025.py", tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
 BASE = dict(dnsmos_sig=3.5, dnsmos_bak=3.5, dnsmos_ovrl=3.2, dnsmos_p808=3.6, distill_mos=3.5,
             bandwidth_hz=7800.0, target_fs=16000, speech_ratio=0.8, clipping_ratio=1e-5,
             snr_db=30.0, dc_offset=0.0)

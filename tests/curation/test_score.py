@@ -44,6 +44,17 @@ def _run(scp, out, scorer, **kwargs):
     )
 
 
+def test_missing_or_empty_speech_scp_is_an_error(tmp_path, fake_scorer):
+    # Before: a missing list gave a raw open() traceback, an empty one "scored 0 utterances", exit 0.
+    out = tmp_path / "run" / "scores.tsv"
+    with pytest.raises(FileNotFoundError, match="nosuch.scp: speech list not found"):
+        _run(tmp_path / "nosuch.scp", out, fake_scorer, shard_index=0, shard_count=1)
+    (tmp_path / "empty.scp").write_text("\n")
+    with pytest.raises(ValueError, match="empty.scp: empty speech list"):
+        _run(tmp_path / "empty.scp", out, fake_scorer, shard_index=0, shard_count=1)
+    assert not out.exists()
+
+
 def test_scores_and_errors(tiny_corpus, tmp_path, fake_scorer):
     out = tmp_path / "run" / "scores.tsv"
     summary = _run(tiny_corpus, out, fake_scorer, shard_index=0, shard_count=1)

@@ -182,6 +182,13 @@ def test_pack_rejects_zero_shards(small_scp):
         pack(small_scp / "a.scp", small_scp / "p0", 0)
 
 
+def test_pack_rejects_an_empty_list(tmp_path):
+    (tmp_path / "empty.scp").write_text("")
+    with pytest.raises(ValueError, match=r"empty\.scp: empty list, nothing to pack"):
+        pack(tmp_path / "empty.scp", tmp_path / "p", 2)
+    assert not (tmp_path / "p").exists()
+
+
 def test_pack_rejects_duplicate_uids(small_scp):
     lines = (small_scp / "a.scp").read_text().splitlines()
     dup = small_scp / "dup.scp"

@@ -137,6 +137,12 @@ def test_load_from_workdir_and_converted_dir(tiny_model, tmp_path):
         load_model_and_variables(str(tmp_path / "empty"))
 
 
+def test_workdir_that_is_not_a_training_run(tmp_path):
+    # Before: a raw "No such file or directory: .../config.json" from deep in the loader.
+    with pytest.raises(FileNotFoundError, match="nosuch: not a training run.*--workdir"):
+        load_model_and_variables(str(tmp_path / "nosuch"))
+
+
 def test_cli_with_converted_params(tiny_model, recordings, tmp_path):
     from urgent_jax.models.convert import save_converted
 

@@ -48,6 +48,15 @@ def test_summary_command(capsys):
     assert "constants: 16" in out and out.strip().splitlines()[-1].startswith("total_params: ")
 
 
+def test_summary_command_bad_overrides():
+    # Before: --num_channels=abc crashed deep in the model (TypeError: int + str) and a misspelled
+    # field raised a TypeError traceback; now both stop with a one-line error naming the flag.
+    with pytest.raises(SystemExit, match="--num_channels=abc: expected int"):
+        summary.main(["bsrnn", "--num_channels=abc"])
+    with pytest.raises(SystemExit, match="unknown fields \\['num_chanels'\\]"):
+        summary.main(["bsrnn", "--num_chanels=64"])
+
+
 @pytest.mark.parametrize("name", ["bsrnn", "flowse"])
 def test_parameters_carry_logical_axes(name):
     """Every parameter names one logical axis (or None) per dimension, from the STYLE.md set."""

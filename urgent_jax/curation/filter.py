@@ -199,7 +199,11 @@ def filter_scores(
     """
     start = time.perf_counter()
     rules = _load_rules(rules)
+    if not os.path.isfile(scores):
+        raise FileNotFoundError(f"{scores}: scores file not found (--scores)")
     table = read_scores(scores)
+    if not table:
+        raise ValueError(f"{scores}: no scored utterances (empty scores file)")
     _check_rule_columns(scores, table, rules)
     langs = read_kv(utt2lang) if utt2lang is not None else {}
     out = Path(out)

@@ -113,6 +113,8 @@ def read_speech_scp(path: str | os.PathLike) -> dict[str, tuple[int | None, str]
     they exist there, else from the list's directory)."""
     base = Path(path).parent
     out = {}
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{path}: speech list not found (--speech_scp)")
     with open(path, encoding="utf-8") as f:
         for line_no, line in enumerate(f, start=1):
             fields = line.split()
@@ -127,6 +129,8 @@ def read_speech_scp(path: str | os.PathLike) -> dict[str, tuple[int | None, str]
             if uid in out:
                 raise ValueError(f"{path}:{line_no}: duplicate uid {uid}")
             out[uid] = (fs, resolve_path(file_path, base))
+    if not out:
+        raise ValueError(f"{path}: empty speech list (no 'uid [fs] path' lines)")
     return out
 
 

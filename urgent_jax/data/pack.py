@@ -136,6 +136,8 @@ def pack(
     if num_shards < 1:
         raise ValueError(f"num_shards must be at least 1, got {num_shards}")
     entries = read_scp(scp)
+    if not entries:
+        raise ValueError(f"{scp}: empty list, nothing to pack")
     label_maps = {name: read_kv(path) for name, path in (labels or {}).items()}
     out = Path(out).absolute()
     links = {uid: packed_path(out, uid) for uid in entries}  # rejects uids packed paths cannot hold

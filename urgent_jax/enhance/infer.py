@@ -50,6 +50,9 @@ def load_model_and_variables(workdir: str | None = None, params_path: str | None
         return load_converted(params_path)
     if not workdir:
         raise ValueError("give --workdir (a training run) or --params")
+    if not os.path.exists(os.path.join(workdir, "config.json")):
+        raise FileNotFoundError(f"{workdir}: not a training run (no config.json); --workdir must "
+                                "be an urgent_jax.enhance.train workdir")
     with open(os.path.join(workdir, "config.json")) as f:
         config = ml_collections.ConfigDict(json.load(f))
     model = models.build(config.model.name, **config.model.kwargs.to_dict())

@@ -80,7 +80,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("name", choices=models.names())
     parser.add_argument("--sample_rate", type=int, default=48000)
     args, rest = parser.parse_known_args(argv)
-    model = models.build(args.name, **_parse_overrides(rest))
+    overrides = _parse_overrides(rest)
+    try:
+        defaults = models.build(args.name)
+        model = models.build(args.name, **overrides)
+    except (TypeError, ValueError) as e:  # unknown field, bad dtype name
+        raise SystemExit(f"error: {e}") from None
+    for key, value in overrides.items():  # a value that is not a literal stays a string
+        default = getattr(defaults, key, None)
+        if isinstance(value, str) and isinstance(default, bool | int | float | tuple | list):
+            raise SystemExit(f"error: --{key}={value}: expected {type(default).__name__} "
+                             f"(default {default!r})")
     print(format_table(variable_shapes(model, args.sample_rate)))
     return 0
 
