@@ -239,3 +239,10 @@ def test_flowse_lightning_checkpoint_with_ema_parity(tmp_path, rng):
             variables, x_t.transpose(0, 2, 1), y.transpose(0, 2, 1), t, jnp.array([frames, frames])
         )
         assert relative_error(np.asarray(field).transpose(0, 2, 1), ref) <= TOLERANCE, fs
+
+
+def test_cli_names_a_missing_checkpoint(tmp_path):
+    with pytest.raises(SystemExit, match=r"nosuch\.ckpt: checkpoint file not found"):
+        convert.main(["--from", "espnet_bsrnn", str(tmp_path / "nosuch.ckpt"), "--out",
+                      str(tmp_path / "out")])  # fmt: skip
+    assert not (tmp_path / "out").exists()

@@ -106,6 +106,16 @@ def test_missing_reference_is_an_error(corpus, capsys):
     assert rc == 2 and "utt999" in capsys.readouterr().err
 
 
+def test_empty_predictions_or_references_are_named(corpus, capsys):
+    root, refs, _ = corpus
+    (root / "empty.jsonl").write_text("")
+    rc = sqa_eval.main(["--pred", str(root / "empty.jsonl"), "--ref", str(root / "data.jsonl")])
+    assert rc == 2 and "no predictions to evaluate" in capsys.readouterr().err
+    rc = sqa_eval.main(["--pred", str(root / "pred" / "results.jsonl"),
+                        "--ref", str(root / "empty.jsonl")])  # fmt: skip
+    assert rc == 2 and "no references to evaluate" in capsys.readouterr().err
+
+
 def test_prediction_metric_named_twice_is_an_error(corpus, capsys):
     root, refs, _ = corpus
     with pytest.raises(ValueError, match=r"'mos' twice \('mos' and 'mos:dnsmos_ovrl'\)"):

@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import ast
 import json
+import os
 import pickle
 import sys
 import types
@@ -459,6 +460,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", default=None, help="registry name (default: bsrnn / flowse)")
     parser.add_argument("--no_ema", action="store_true", help="FlowSE: ignore the EMA weights")
     args, rest = parser.parse_known_args(argv)
+    if not os.path.isfile(args.checkpoint):
+        raise SystemExit(f"error: {args.checkpoint}: checkpoint file not found")
     _, variables, (name, overrides) = convert_checkpoint(
         args.fmt, args.checkpoint, args.model, not args.no_ema, **_parse_overrides(rest)
     )

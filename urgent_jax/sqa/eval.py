@@ -82,6 +82,9 @@ def evaluate(
     if repeated:  # results are keyed by the prediction name
         raise ValueError(f"prediction metric(s) {repeated} named more than once in "
                          f"{list(metric_pairs)}")  # fmt: skip
+    if not predictions or not references:
+        empty = "predictions" if not predictions else "references"
+        raise ValueError(f"no {empty} to evaluate (empty file)")
     preds, refs = join(predictions, references)
     order = np.argsort([p["sample_id"] for p in preds], kind="stable")
     preds = [preds[i] for i in order]
