@@ -61,7 +61,6 @@ import logging
 import math
 import os
 import re
-import tempfile
 import time
 import uuid
 import zlib
@@ -78,7 +77,8 @@ from urgent_jax.audio.bandwidth import estimate_bandwidth, target_sample_rate
 from urgent_jax.audio.io import AudioFileError, audio_exists, audio_info
 from urgent_jax.audio.packed import is_packed
 from urgent_jax.audio.quality import quality_features
-from urgent_jax.data.sources import BadFileError, read_checked, resolve_path
+from urgent_jax.data.manifest import write_text_atomic
+from urgent_jax.data.sources import BadFileError, read_checked, read_speech_list
 from urgent_jax.evaluate.score import padded_num_samples
 
 COLUMNS = (
@@ -108,27 +108,10 @@ log = logging.getLogger(__name__)
 
 
 def read_speech_scp(path: str | os.PathLike) -> dict[str, tuple[int | None, str]]:
-    """uid -> (fs or None, path) from `uid fs path` or `uid path` lines (relative paths, and the
-    DIR of relative packed paths `packed:<DIR>#<uid>`, are taken from the current directory if
-    they exist there, else from the list's directory)."""
-    base = Path(path).parent
-    out = {}
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"{path}: speech list not found (--speech_scp)")
-    with open(path, encoding="utf-8") as f:
-        for line_no, line in enumerate(f, start=1):
-            fields = line.split()
-            if not fields:
-                continue
-            if len(fields) == 3 and fields[1].isdigit():
-                uid, fs, file_path = fields[0], int(fields[1]), fields[2]
-            elif len(fields) == 2:
-                uid, fs, file_path = fields[0], None, fields[1]
-            else:
-                raise ValueError(f"{path}:{line_no}: expected 'uid [fs] path', got {line!r}")
-            if uid in out:
-                raise ValueError(f"{path}:{line_no}: duplicate uid {uid}")
-            out[uid] = (fs, resolve_path(file_path, base))
+    """uid -> (fs or None, path) of the list to score (`data.sources.read_speech_list`: relative
+    paths, and the DIR of relative packed paths `packed:<DIR>#<uid>`, from the current directory
+    if they exist there, else from the list's directory); an empty list is an error."""
+    out = read_speech_list(path)
     if not out:
         raise ValueError(f"{path}: empty speech list (no 'uid [fs] path' lines)")
     return out
@@ -299,20 +282,6 @@ def _read_marker(path: Path) -> dict | None:
         return None
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    """Write through a temporary file of this process (and thread) and rename: readers and other
-    writers never see a partial file."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-
-
 @contextlib.contextmanager
 def _merge_lock(out: Path):
     """An exclusive lock on `<out stem>.lock` (fcntl.flock, blocking; released when the process
@@ -363,8 +332,8 @@ def merge_parts(out: str | os.PathLike, shard_count: int, fingerprint: str | Non
         ):
             lines = ["\t".join(columns)]
             lines += ["\t".join(rows[uid].get(c, "nan") for c in columns) for uid in sorted(rows)]
-            _write_atomic(path, "".join(line + "\n" for line in lines))
-        _write_atomic(merged_marker, json.dumps({"runs": runs}))
+            write_text_atomic(path, "".join(line + "\n" for line in lines))
+        write_text_atomic(merged_marker, json.dumps({"runs": runs}))
     return True
 
 
@@ -663,7 +632,7 @@ def score_corpus(
         "fingerprint": fingerprint,  # valid for this uid list and shard count only
         "run": uuid.uuid4().hex,  # tells a merge of these shards from an earlier one
     }
-    _write_atomic(done_path, json.dumps(marker))
+    write_text_atomic(done_path, json.dumps(marker))
     if shard_count > 1 or len(_all_tables(out)[0]) > 1:  # parts (maybe of an earlier run) exist
         merged = merge_parts(out, shard_count, fingerprint)
     else:

@@ -20,11 +20,13 @@ write exactly the text the readers accept, so canonical files survive read -> wr
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
 import os
 import re
+import tempfile
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 
@@ -166,6 +168,21 @@ def _write_lines(path: PathLike, lines: Iterable[str]) -> None:
     with open(path, "w", encoding="utf-8", newline="\n") as f:
         for line in lines:
             f.write(line + "\n")
+
+
+def write_text_atomic(path: PathLike, text: str) -> None:
+    """Write `text` through a temporary file unique to this process and thread, then rename it
+    over `path`: readers and concurrent writers never see a partial file."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
 
 
 def _check_field(value: str, what: str, path: PathLike, line_no: int, *, is_key: bool) -> None:

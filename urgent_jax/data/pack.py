@@ -51,7 +51,6 @@ from urgent_jax.audio.packed import (
     META_FILE,
     decode_record,
     encode_record,
-    is_packed,
     load_index,
     packed_path,
 )
@@ -61,9 +60,11 @@ from urgent_jax.data.manifest import (
     read_kv,
     write_kv,
     write_source_list,
+    write_text_atomic,
 )
+from urgent_jax.data.sources import read_speech_list
 
-__all__ = ["CODECS", "PackedSource", "decode_record", "encode_record", "pack", "read_scp"]
+__all__ = ["CODECS", "PackedSource", "decode_record", "encode_record", "pack"]
 
 PACKED_SCP = "packed.scp"
 PCM16_CODECS = ("flac", "pcm16")  # 16-bit: lossless for 16-bit sources only
@@ -80,29 +81,6 @@ def pcm16_losses(audio: np.ndarray) -> tuple[bool, bool]:
 
 def shard_name(k: int, num_shards: int) -> str:
     return f"shard-{k:05d}-of-{num_shards:05d}.array_record"
-
-
-def read_scp(path: str | os.PathLike) -> dict[str, tuple[int | None, str]]:
-    """uid -> (fs or None, path) from `uid fs path` or `uid path` lines; ValueError naming the
-    list and line for a malformed line or a duplicate uid."""
-    out, first_line = {}, {}
-    with open(path, encoding="utf-8") as f:
-        for line_no, line in enumerate(f, start=1):
-            fields = line.split()
-            if not fields:
-                continue
-            if len(fields) == 3 and fields[1].isdigit():
-                uid, entry = fields[0], (int(fields[1]), fields[2])
-            elif len(fields) == 2:
-                uid, entry = fields[0], (None, fields[1])
-            else:
-                raise ValueError(f"{path}:{line_no}: expected 'uid [fs] path', got {line!r}")
-            if uid in out:
-                raise ValueError(
-                    f"{path}:{line_no}: duplicate uid {uid} (first on line {first_line[uid]})"
-                )
-            out[uid], first_line[uid] = entry, line_no
-    return out
 
 
 def _source_list_name(scp: str | os.PathLike) -> str:
@@ -135,14 +113,13 @@ def pack(
         raise ValueError(f"codec must be one of {CODECS}, got {codec!r}")
     if num_shards < 1:
         raise ValueError(f"num_shards must be at least 1, got {num_shards}")
-    entries = read_scp(scp)
+    entries = read_speech_list(scp)  # paths resolved against the list's directory
     if not entries:
         raise ValueError(f"{scp}: empty list, nothing to pack")
     label_maps = {name: read_kv(path) for name, path in (labels or {}).items()}
     out = Path(out).absolute()
     links = {uid: packed_path(out, uid) for uid in entries}  # rejects uids packed paths cannot hold
     out.mkdir(parents=True, exist_ok=True)
-    base = os.path.dirname(os.path.abspath(os.fspath(scp)))
     uids = sorted(entries)
     shards = [shard_name(k, num_shards) for k in range(num_shards)]
     writers = [ArrayRecordWriter(str(out / name), "group_size:1") for name in shards]
@@ -151,8 +128,6 @@ def pack(
     try:
         for i, uid in enumerate(uids):
             fs, path = entries[uid]
-            if not (is_packed(path) or os.path.isabs(path) or os.path.exists(path)):
-                path = os.path.join(base, path)
             audio, rate = read_audio(path, first_channel=True)
             if fs is not None and rate != fs:
                 raise ValueError(f"{path}: rate {rate} Hz, list says {fs} Hz")
@@ -170,18 +145,13 @@ def pack(
     finally:
         for w in writers:
             w.close()
-    if num_reduced:
-        log.warning(
-            "%s: %d of %d utterances have samples off the 16-bit grid (float or 24/32-bit "
-            "sources): codec %s stores them rounded to 16 bit (--codec float32 keeps them)",
-            scp, num_reduced, len(uids), codec,
-        )  # fmt: skip
-    if num_clipped:
-        log.warning(
-            "%s: %d of %d utterances have samples outside [-1, 1): codec %s clips them "
-            "(--codec float32 keeps them)",
-            scp, num_clipped, len(uids), codec,
-        )  # fmt: skip
+    losses = ((num_reduced, ("have samples off the 16-bit grid (float or 24/32-bit sources): "
+                             "codec %s stores them rounded to 16 bit")),
+              (num_clipped, "have samples outside [-1, 1): codec %s clips them"))  # fmt: skip
+    for count, what in losses:
+        if count:
+            log.warning("%s: %d of %d utterances " + what + " (--codec float32 keeps them)",
+                        scp, count, len(uids), codec)  # fmt: skip
     summary = {
         "out": str(out),
         "num_records": len(uids),
@@ -192,22 +162,15 @@ def pack(
         "bytes": total_bytes,
         "elapsed_s": time.perf_counter() - start,
     }
-    _write_text(out / META_FILE, json.dumps(summary, indent=1) + "\n")
+    write_text_atomic(out / META_FILE, json.dumps(summary, indent=1) + "\n")
     # index.tsv last: it marks a complete pack (and its change reloads cached indexes).
     rows = ["uid\tshard\tposition\tfs\tnum_samples"] + ["\t".join(map(str, r)) for r in index_rows]
-    _write_text(out / INDEX_FILE, "".join(row + "\n" for row in rows))
+    write_text_atomic(out / INDEX_FILE, "".join(row + "\n" for row in rows))
     write_kv(out / PACKED_SCP, links)
     if entries and all(fs is not None for fs, _ in entries.values()):
         packed_list = [SourceEntry(uid, fs, links[uid]) for uid, (fs, _) in entries.items()]
         write_source_list(out / _source_list_name(scp), packed_list)
     return summary
-
-
-def _write_text(path: Path, text: str) -> None:
-    """Write through a temporary file and rename, so readers never see a partial file."""
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
 
 
 class PackedSource:

@@ -175,6 +175,34 @@ def resolve_path(path: str, base_dir: Path) -> str:
     return str(base_dir / path)
 
 
+def read_speech_list(path: str | os.PathLike) -> dict[str, tuple[int | None, str]]:
+    """uid -> (fs or None, path) from a list of `uid fs path` or `uid path` lines, paths resolved
+    by `resolve_path` against the list's directory. FileNotFoundError for a missing list,
+    ValueError naming the list and line for a malformed line or a repeated uid. An empty list is
+    returned empty (callers decide whether that is an error)."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{path}: speech list not found")
+    base = Path(path).parent
+    out, first_line = {}, {}
+    with open(path, encoding="utf-8") as f:
+        for line_no, line in enumerate(f, start=1):
+            fields = line.split()
+            if not fields:
+                continue
+            if len(fields) == 3 and fields[1].isdigit():
+                uid, fs, file_path = fields[0], int(fields[1]), fields[2]
+            elif len(fields) == 2:
+                uid, fs, file_path = fields[0], None, fields[1]
+            else:
+                raise ValueError(f"{path}:{line_no}: expected 'uid [fs] path', got {line!r}")
+            if uid in out:
+                raise ValueError(
+                    f"{path}:{line_no}: duplicate uid {uid} (first on line {first_line[uid]})"
+                )
+            out[uid], first_line[uid] = (fs, resolve_path(file_path, base)), line_no
+    return out
+
+
 def _check_exists(path: str) -> None:
     """BadFileError "missing" unless `path` is a file or a packed utterance of an existing pack."""
     if not audio_exists(path):
