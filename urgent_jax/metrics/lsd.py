@@ -58,10 +58,12 @@ from urgent_jax.metrics.sdr import float64_default, map_in_chunks
 _EPS = 1e-8  # the reference's eps (gain denominator, magnitude floor and log floor)
 # Powers k of the circular first difference (1 - z^-1)^k whose spectra compete per bin (see module doc).
 _DIFFERENCE_POWERS = (0, 12)
-# Spectrum samples per step of a batch (both STFT precisions), measured on 2 CPU cores. float64,
-# 16 x 4 s per call: at 48 kHz 1 example per step (2^19) took 39-42 ms, 2 (2^21) 35.7 ms, 4 the
-# same, 8 54-57 ms (the FFT's arrays outgrow the caches); at 16 kHz 2 to 8 per step alike.
-CHUNK_BINS = 1 << 21
+# STFT frames per step of a batch (both signals, both STFT precisions), measured on 2 CPU cores.
+# float64, 16 x 4 s per call (251 frames a signal): at 48 kHz 1 example per step (502 frames) took
+# 39-42 ms on an AVX2 VM, 2 (1004) 35.7 ms, 8 54-57 ms (the FFT's arrays outgrow the caches); on an
+# AVX-512 VM at 48 kHz 1 / 2 / 4 / 8 per step 37 / 24 / 42 / 58 ms and at 16 kHz 8.3 / 5.7 / 6.3 /
+# 8.7 ms (the AVX2 VM: 2 to 8 per step alike).
+CHUNK_FRAMES = 1024
 
 
 def lsd_settings(sample_rate: int) -> tuple[int, int]:
@@ -224,8 +226,8 @@ def lsd(ref, est, lengths=None, sample_rate: int = 16000, float64: bool | None =
     if lengths is None:
         lengths = jnp.full(ref.shape[:-1], num_samples, jnp.int32)
     n_fft, hop = lsd_settings(sample_rate)
-    # ~CHUNK_BINS spectrum samples per chunk (both signals): cache-sized steps.
-    chunk = max(1, CHUNK_BINS // (2 * n_fft * (1 + num_samples // hop)))
+    # ~CHUNK_FRAMES STFT frames per chunk (both signals): cache-sized steps.
+    chunk = max(1, CHUNK_FRAMES // (2 * (1 + num_samples // hop)))
     return map_in_chunks(
         lambda r, e, n: _lsd_chunk(r, e, n, n_fft, hop, float64), chunk, ref, est, lengths
     )
