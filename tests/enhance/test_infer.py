@@ -137,6 +137,13 @@ def test_load_from_workdir_and_converted_dir(tiny_model, tmp_path):
         load_model_and_variables(str(tmp_path / "empty"))
 
 
+def test_params_with_workdir_or_step_is_refused(tmp_path):
+    # Before: --params silently won and --workdir / --step were ignored.
+    for kwargs in ({"workdir": str(tmp_path / "run")}, {"step": 3}):
+        with pytest.raises(ValueError, match="either --workdir .* or --params"):
+            load_model_and_variables(params_path=str(tmp_path / "conv"), **kwargs)
+
+
 def test_workdir_that_is_not_a_training_run(tmp_path):
     # Before: a raw "No such file or directory: .../config.json" from deep in the loader.
     with pytest.raises(FileNotFoundError, match="nosuch: not a training run.*--workdir"):

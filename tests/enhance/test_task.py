@@ -102,3 +102,11 @@ def test_default_dtype_is_auto_and_float32_on_cpu():
     assert models.resolve_dtype("auto", backend="tpu") == jnp.bfloat16
     with pytest.raises(ValueError, match="param_dtype must be one of float32"):
         models.build("bsrnn", param_dtype="auto")
+
+
+@pytest.mark.parametrize("variant, key", [("baseline", "train_dir"), ("dm", "sources_dir")])
+def test_missing_training_data_directory_names_the_flag(variant, key):
+    # Before: TypeError "expected str, bytes or os.PathLike object, not NoneType" from pathlib.
+    config = load_config(os.path.join(REPO, "configs", "se", "bsrnn.py") + f":{variant}")
+    with pytest.raises(ValueError, match=f"--config.data.{key}=DIR"):
+        EnhancementTask(config).train_data(0, 0, 1)

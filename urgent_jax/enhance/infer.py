@@ -41,6 +41,9 @@ def load_model_and_variables(workdir: str | None = None, params_path: str | None
                              step: int | None = None):
     """(model, variables) from a training workdir (config.json + checkpoint) or a directory written by
     `python -m urgent_jax.models.convert` (variables.msgpack + model.json)."""
+    if params_path and (workdir or step is not None):
+        raise ValueError("--params (a converted checkpoint) replaces --workdir and --step: give "
+                         "either --workdir [--step N] or --params")
     if params_path:
         from urgent_jax.models.convert import load_converted
 

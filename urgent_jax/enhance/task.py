@@ -29,6 +29,19 @@ log = logging.getLogger(__name__)
 
 SOURCE_KEYS = ("speech", "lengths", "noise", "noise_lengths", "rir", "rir_lengths", "is_wind")
 PAIR_KEYS = ("noisy", "target", "lengths")
+DATA_DIR_KEYS = {"presimulated": "train_dir", "dynamic_mixing": "sources_dir"}  # data.kind -> its key
+
+
+def check_data_config(d) -> None:
+    """Raise a ValueError naming the flag when data.kind's directory (`--config.data.train_dir` /
+    `--config.data.sources_dir`, a placeholder in every config) is not given, instead of a
+    TypeError deep in the loader."""
+    if d.kind not in DATA_DIR_KEYS:
+        raise ValueError(f"data.kind must be 'presimulated' or 'dynamic_mixing', got {d.kind!r}")
+    key = DATA_DIR_KEYS[d.kind]
+    if not d[key]:
+        raise ValueError(f"data.kind={d.kind!r} reads its training data from data.{key}: pass "
+                         f"--config.data.{key}=DIR")
 
 
 class EnhancementTask:
@@ -46,6 +59,7 @@ class EnhancementTask:
 
     def train_data(self, seed: int, shard_index: int, shard_count: int):
         d = self.config.data
+        check_data_config(d)
         common = dict(
             batch_size=d.batch_size, seed=seed, num_buckets=d.num_buckets, num_workers=d.num_workers,
             shard_index=shard_index, shard_count=shard_count,
@@ -53,15 +67,13 @@ class EnhancementTask:
         if d.kind == "presimulated":
             it = make_presimulated_loader(d.train_dir, max_num_samples=d.max_num_samples,
                                           policy=d.policy, **common)
-        elif d.kind == "dynamic_mixing":
+        else:
             it = make_dynamic_mixing_loader(
                 d.sources_dir, max_num_samples=d.max_num_samples, mixing=d.mixing,
                 sim_config=d.sim.to_dict(), simulate_kwargs={"use_highpass": d.use_highpass},
                 p_wind=d.sim.p_wind, p_reverb=d.sim.p_reverb, policy=d.policy,
                 sample_rates=tuple(d.sample_rates) if d.sample_rates else None, **common,
             )  # fmt: skip
-        else:
-            raise ValueError(f"data.kind must be 'presimulated' or 'dynamic_mixing', got {d.kind!r}")
         self._train_iterator = it
         return it
 

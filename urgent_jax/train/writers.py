@@ -64,6 +64,8 @@ class ProgressBar:
     def update(self, n: int, **postfix) -> None:
         shown = {}
         for k, v in postfix.items():
+            if v is None:  # a metric the task does not log (FlowSE has no training SI-SNR)
+                continue
             f = _scalar(v)
             shown[k] = v if f is None else (f"{f:.3g}" if abs(f) < 1e4 else f"{f:.0f}")
         self.bar.set_postfix(shown, refresh=False)
