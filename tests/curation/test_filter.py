@@ -147,3 +147,25 @@ def test_resample_skips_and_counts_bad_files(tmp_path):
     assert summary["num_kept"] == 2
     assert summary["removed_by_rule"] == {"resample_error": 3}
     assert summary["removed_h"] == pytest.approx(3 * n / fs / 3600)
+
+
+@pytest.mark.parametrize("bad_line, message", [
+    ("broken\t16000\t1.0", r"scores.tsv:3: 3 fields, the header has 15"),
+    ("\t".join(["u_nan_fs", "NaN"] + ["1.0"] * 12 + ["/x.wav"]),
+     r"scores.tsv:3: a field does not parse"),
+])  # fmt: skip
+def test_malformed_scores_row_is_an_error_naming_its_line(tmp_path, bad_line, message):
+    # Before: read_table dropped a row with the wrong field count silently, and a row whose fs did
+    # not parse was skipped with a warning: the utterance left the curated list unreported
+    # ("kept 1 / 1").
+    _write_scores(tmp_path / "scores.tsv", [dict(uid="u_ok"), dict(uid="u_last")])
+    lines = (tmp_path / "scores.tsv").read_text().splitlines()
+    lines.insert(2, bad_line)
+    (tmp_path / "scores.tsv").write_text("\n".join(lines) + "\n")
+    with pytest.raises(ValueError, match=message):
+        filter_scores(tmp_path / "scores.tsv", "configs/curation/urgent2025.py", tmp_path / "out",
+                      make_figures=False)
+    (tmp_path / "scores.tsv").write_text("\n".join(lines[:2]) + "\n" + lines[3][:5])  # cut line
+    with pytest.raises(ValueError, match=r"scores.tsv:3: last line cut"):
+        filter_scores(tmp_path / "scores.tsv", "configs/curation/urgent2025.py", tmp_path / "out",
+                      make_figures=False)

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from urgent_jax.audio.io import AudioFileError
 from urgent_jax.data.manifest import ManifestError, read_kv, read_source_list
 from urgent_jax.data.pack import PackedSource, pack
 from urgent_jax.data.pipeline import make_dynamic_mixing_loader
@@ -195,6 +196,19 @@ def test_pack_rejects_duplicate_uids(small_scp):
     dup.write_text("\n".join(lines + [lines[2]]) + "\n")
     with pytest.raises(ValueError, match=r"dup\.scp:8: duplicate uid utt_2 \(first on line 3\)"):
         pack(dup, small_scp / "pdup", 2)
+
+
+def test_pack_error_on_a_bad_file_names_the_list_and_uid(small_scp):
+    # Before: only the audio path ("/x/gone.wav: no such file"), not which list / uid to fix.
+    lines = (small_scp / "a.scp").read_text().splitlines()
+    bad = lines[:2] + ["utt_gone 16000 /nonexistent/gone.wav"]
+    (small_scp / "bad.scp").write_text("\n".join(bad) + "\n")
+    with pytest.raises(AudioFileError, match=r"bad\.scp: uid utt_gone: /nonexistent/gone\.wav: no such"):
+        pack(small_scp / "bad.scp", small_scp / "pbad", 2)
+    uid, _, path = lines[1].split()  # a 16 kHz file
+    (small_scp / "rate.scp").write_text(f"{uid} 8000 {path}\n")
+    with pytest.raises(ValueError, match=rf"rate\.scp: uid {uid}: .* list says 8000 Hz"):
+        pack(small_scp / "rate.scp", small_scp / "prate", 2)
 
 
 def test_pack_warns_once_when_16_bit_codecs_change_samples(small_scp, caplog):

@@ -221,3 +221,43 @@ def test_wavlm_checkpoint_normalisation_reaches_the_model_and_config(tmp_path):
     shutil.rmtree(checkpoint)
     again = SqaTask(ml_collections.ConfigDict(json.loads(config.to_json())))
     assert dict(again.model.frontend_kwargs)["do_normalize"] is True
+
+
+def test_comma_joined_jsonl_override_reads_every_file(corpus, tmp_path, monkeypatch, caplog):
+    # --config.data.train_jsonl=a/data.jsonl,b/data.jsonl (relative paths): ml_collections keeps
+    # a string that is no Python literal whole, ("a,b",). Before, the loader opened "a,b"
+    # (FileNotFoundError). Absolute paths need the tuple form (a leading / is a SyntaxError there).
+    records = read_jsonl(corpus / "data.jsonl")
+    write_jsonl(tmp_path / "a.jsonl", records[:7])
+    mos_only = [{**r, "metrics": {"mos": 3.0}} for r in records[7:]]  # no label the model predicts
+    write_jsonl(tmp_path / "b.jsonl", mos_only)
+    tuple_form = f"('{tmp_path / 'a.jsonl'}', '{tmp_path / 'b.jsonl'}')"
+    for value in ("a.jsonl,b.jsonl", tuple_form):
+        config = _command_line_config(f"--config.data.train_jsonl={value}",
+                                      f"--config.eval.jsonl={value}")  # fmt: skip
+        caplog.clear()
+        with monkeypatch.context() as m, caplog.at_level("WARNING", logger="urgent_jax.sqa.task"):
+            m.chdir(tmp_path)  # the relative paths' directory (the config file is found before)
+            loader = SqaTask(config).train_data(seed=0, shard_index=0, shard_count=1)
+        try:
+            assert len(loader.source) == 14
+        finally:
+            loader.close()
+        assert "7 of 14 training items have no label for any of the model's metrics" in caplog.text
+
+
+def test_infer_errors_tsv_gives_the_skip_reason(trained, corpus, tmp_path):
+    # Before: every left-out item had "not predicted: unreadable, silent or too long (see the log)".
+    workdir, _ = trained
+    (tmp_path / "broken.wav").write_bytes(b"not audio")
+    records = read_jsonl(corpus / "data.jsonl")[:3]
+    records[1] = {**records[1], "audio_path": str(tmp_path / "gone.wav")}
+    records[2] = {**records[2], "audio_path": str(tmp_path / "broken.wav")}
+    write_jsonl(tmp_path / "data.jsonl", records)
+    summary = sqa_infer.infer(str(workdir), str(tmp_path / "out"),
+                              data_jsonl=str(tmp_path / "data.jsonl"))
+    assert summary["num_predicted"] == 1 and summary["num_errors"] == 2
+    rows = [line.split("\t") for line in (tmp_path / "out" / "errors.tsv").read_text().splitlines()]
+    assert rows[0] == ["uid", "path", "reason"]
+    assert {r[0]: r[2] for r in rows[1:]} == {records[1]["sample_id"]: "not predicted: missing",
+                                              records[2]["sample_id"]: "not predicted: unreadable"}

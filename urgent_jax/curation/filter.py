@@ -201,7 +201,7 @@ def filter_scores(
     rules = _load_rules(rules)
     if not os.path.isfile(scores):
         raise FileNotFoundError(f"{scores}: scores file not found (--scores)")
-    table = read_scores(scores)
+    table = read_scores(scores, strict=True)  # a bad row: an error naming its line
     if not table:
         raise ValueError(f"{scores}: no scored utterances (empty scores file)")
     _check_rule_columns(scores, table, rules)

@@ -164,15 +164,48 @@ def _error_rows(path: str | os.PathLike) -> dict[str, dict[str, str]]:
     return {r["uid"]: r for r in read_table(path) if r.get("uid") and r.get("reason")}
 
 
-def read_scores(path: str | os.PathLike) -> dict[str, dict]:
-    """scores.tsv -> uid -> row with numbers as float (fs, target_fs as int); rows that do not
-    parse (a crash mid-write) are skipped."""
+def read_scores(path: str | os.PathLike, *, strict: bool = False) -> dict[str, dict]:
+    """scores.tsv -> uid -> row with numbers as float (fs, target_fs as int).
+
+    strict=False (resuming a scoring run): rows that do not parse (a crash mid-write) are skipped
+    with a warning. strict=True (a finished table, as `filter` reads it): such a row, a last line
+    cut without its newline, or a header without the uid / fs / path columns raises ValueError
+    naming `path:line`, so that no utterance leaves the curated list unreported.
+    """
+    if not strict:
+        out = {}
+        for row in read_table(path):
+            parsed = _parse_score_row(row)
+            if parsed is None:
+                log.warning("%s: skipping a row that does not parse: %s", path, row)
+                continue
+            out[parsed["uid"]] = parsed
+        return out
+    with open(path, encoding="utf-8") as f:
+        text = f.read()
+    lines = text.split("\n")
+    if lines[-1]:
+        raise ValueError(f"{path}:{len(lines)}: last line cut (no newline): an interrupted "
+                         "scoring run? Run score again to finish the table")  # fmt: skip
+    lines = lines[:-1]
+    if not lines:
+        return {}
+    header = lines[0].split("\t")
+    missing = [c for c in ("uid", "fs", "path") if c not in header]
+    if missing:
+        raise ValueError(f"{path}:1: header has no column(s) {missing} (a scores.tsv of "
+                         f"urgent_jax.curation.score?)")  # fmt: skip
     out = {}
-    for row in read_table(path):
-        parsed = _parse_score_row(row)
+    for line_number, line in enumerate(lines[1:], 2):
+        fields = line.split("\t")
+        if len(fields) != len(header):
+            raise ValueError(f"{path}:{line_number}: {len(fields)} fields, the header has "
+                             f"{len(header)}")  # fmt: skip
+        parsed = _parse_score_row(dict(zip(header, fields)))
         if parsed is None:
-            log.warning("%s: skipping a row that does not parse: %s", path, row)
-            continue
+            raise ValueError(f"{path}:{line_number}: a field does not parse (fs / target_fs "
+                             f"integers, scores numbers or nan, uid and path non-empty): "
+                             f"{line!r}")  # fmt: skip
         out[parsed["uid"]] = parsed
     return out
 

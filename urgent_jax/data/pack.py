@@ -44,7 +44,7 @@ from pathlib import Path
 
 import numpy as np
 
-from urgent_jax.audio.io import read_audio
+from urgent_jax.audio.io import AudioFileError, read_audio
 from urgent_jax.audio.packed import (
     CODECS,
     INDEX_FILE,
@@ -128,9 +128,12 @@ def pack(
     try:
         for i, uid in enumerate(uids):
             fs, path = entries[uid]
-            audio, rate = read_audio(path, first_channel=True)
+            try:  # the message names the list and uid too: the scp is what the user fixes
+                audio, rate = read_audio(path, first_channel=True)
+            except AudioFileError as e:
+                raise AudioFileError(f"{scp}: uid {uid}: {e}") from None
             if fs is not None and rate != fs:
-                raise ValueError(f"{path}: rate {rate} Hz, list says {fs} Hz")
+                raise ValueError(f"{scp}: uid {uid}: {path}: rate {rate} Hz, list says {fs} Hz")
             if codec in PCM16_CODECS:
                 is_reduced, is_clipped = pcm16_losses(audio[0])
                 num_reduced += is_reduced

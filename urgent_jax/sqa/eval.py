@@ -66,7 +66,8 @@ def join(predictions: list[dict], references: list[dict]) -> tuple[list[dict], l
         else:
             ref = by_key.get((p["sample_id"], p["system_id"]))
         if ref is None:
-            raise KeyError(f"no reference for sample_id {p['sample_id']!r}, system_id {p['system_id']!r}")
+            system = "" if p["system_id"] is None else f", system_id {p['system_id']!r}"
+            raise KeyError(f"no reference for sample_id {p['sample_id']!r}{system}")
         preds.append(p)
         refs.append(ref)
     return preds, refs
@@ -146,7 +147,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         results = evaluate(read_predictions(args.pred), read_jsonl(args.ref),
                            parse_metric_pairs(args.pred_metric))
     except (KeyError, ValueError, OSError) as e:
-        print(f"error: {e}", file=sys.stderr)
+        # str(KeyError) is the repr of its message: print the message itself
+        message = e.args[0] if isinstance(e, KeyError) and e.args else e
+        print(f"error: {message}", file=sys.stderr)
         return 2
     print(format_table(results))
     if args.output:

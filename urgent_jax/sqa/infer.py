@@ -11,7 +11,9 @@ a model that predicts no `mos` writes --submission_metric there (default: its fi
 does not predict, is an error. Sample ids must be unique across systems (the scp files are keyed
 by sample_id alone). Inputs go through the training loader in inference mode: 16 kHz mono,
 duration-sorted batches of at most --max_total_samples samples (official: 4,800,000), padded to a
-bounded set of shapes. Unreadable files are listed in OUT/errors.tsv and skipped.
+bounded set of shapes. Files that cannot be predicted (missing, unreadable, empty, non-finite,
+longer than their data.jsonl duration, above the batch cap) are skipped and listed with the reason
+in OUT/errors.tsv (uid, path, reason).
 """
 
 from __future__ import annotations
@@ -102,9 +104,16 @@ def infer(
             predicted = task.predict_loader(variables, loader)
         finally:
             loader.close()
+        # Why each left-out item was not predicted: the loader's skip reason per path (missing,
+        # unreadable, empty, non_finite, duration_mismatch), or dropped above the batch cap.
+        reasons = dict(loader.source.counter.paths)
+        dropped = {int(i) for i in loader.plan.dropped}
     done = {(r["sample_id"], r["system_id"]) for r in predicted}
-    errors += [(r["sample_id"], r["audio_path"], "not predicted: unreadable, silent or too long "
-                "(see the log)") for r in records if (r["sample_id"], r["system_id"]) not in done]
+    for i, r in enumerate(records):
+        if (r["sample_id"], r["system_id"]) not in done:
+            reason = ("above the batch cap (--max_total_samples)" if i in dropped
+                      else reasons.get(r["audio_path"], "skipped by the loader (see the log)"))
+            errors.append((r["sample_id"], r["audio_path"], f"not predicted: {reason}"))
     written = write_results(out_dir, predicted, submission_metric=submission_metric)
     with open(os.path.join(out_dir, "errors.tsv"), "w", encoding="utf-8") as f:
         f.write("uid\tpath\treason\n")

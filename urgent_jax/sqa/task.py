@@ -68,6 +68,30 @@ def record_checkpoint_preprocessing(config) -> None:
              do_normalize)
 
 
+def jsonl_paths(value) -> list[str]:
+    """The data.jsonl files of a config field: a tuple of paths, each possibly comma-joined.
+    `--config.data.train_jsonl=a.jsonl,b.jsonl` reaches the config as the one-element tuple
+    ("a.jsonl,b.jsonl",) (ml_collections keeps a string that is no Python literal whole)."""
+    if isinstance(value, str | os.PathLike):
+        value = (value,)
+    return [p for entry in value for p in os.fspath(entry).split(",") if p]
+
+
+def warn_missing_labels(labels: np.ndarray, metric_names) -> None:
+    """Warn about training labels [N, M] (NaN: missing) that cannot train the model: a metric
+    labelled in no item (its head gets no gradient) and items labelled in none of the metrics
+    (e.g. MOS-only data for a model without a `mos` head; they only cost time)."""
+    has_label = ~np.isnan(labels)
+    unlabelled_metrics = [n for n, ok in zip(metric_names, has_label.any(axis=0)) if not ok]
+    if unlabelled_metrics:
+        log.warning("data.train_jsonl has no label for metric(s) %s of the model: their heads "
+                    "are not trained", unlabelled_metrics)  # fmt: skip
+    num_unlabelled = int((~has_label.any(axis=1)).sum())
+    if num_unlabelled:
+        log.warning("%d of %d training items have no label for any of the model's metrics %s "
+                    "(loss 0 on them)", num_unlabelled, len(labels), tuple(metric_names))
+
+
 class SqaTask:
     """The `train.loop.Task` of quality assessment; config sections: model, data, eval."""
 
@@ -94,12 +118,13 @@ class SqaTask:
         if not d.train_jsonl:
             raise ValueError("data.train_jsonl is empty: give one or more Track 2 data.jsonl files")
         self._train_iterator = make_sqa_loader(
-            list(d.train_jsonl), self.metric_names, max_total_samples=d.max_total_samples,
+            jsonl_paths(d.train_jsonl), self.metric_names, max_total_samples=d.max_total_samples,
             max_batch_size=d.max_batch_size, seed=seed, num_epochs=None, shuffle=True,
             shard_index=shard_index, shard_count=shard_count, num_workers=d.num_workers,
             max_duration_s=d.max_duration_s, degrade=_as_kwargs(d.degrade),
             num_buckets=d.num_buckets,
         )  # fmt: skip
+        warn_missing_labels(self._train_iterator.source.labels[:-1], self.metric_names)
         return self._train_iterator
 
     def steps_per_epoch(self) -> int:
@@ -204,7 +229,7 @@ class SqaTask:
         ec = self.config.eval
         if not ec.jsonl:
             return {}
-        loader = make_sqa_loader(list(ec.jsonl), self.metric_names,
+        loader = make_sqa_loader(jsonl_paths(ec.jsonl), self.metric_names,
                                  max_total_samples=ec.max_total_samples,
                                  max_batch_size=ec.max_batch_size, seed=0, num_epochs=1,
                                  shuffle=False, num_workers=0,

@@ -1,12 +1,15 @@
 """Train a quality-assessment model: `python -m urgent_jax.sqa.train --config FILE:VARIANT --workdir W`.
 
     python -m urgent_jax.sqa.train --config configs/sqa/universa_ext.py:5metric --workdir exp/sqa5 \
-        --config.data.train_jsonl=data/urgent2024-sqa/train/data.jsonl,data/bvcc/train/data.jsonl \
-        --config.eval.jsonl=data/chime-7-udase-eval/test/data.jsonl \
+        --config.data.train_jsonl="('data/urgent2024-sqa/train/data.jsonl', \
+                                    'data/bvcc/train/data.jsonl')" \
+        --config.eval.jsonl="('data/chime-7-udase-eval/test/data.jsonl',)" \
         --config.model.frontend_weights=/models/wavlm-base-plus
 
-The shared train loop (urgent_jax.train.loop.run): sharded over all devices, resumes from the newest
-checkpoint in --workdir, SIGTERM saves and exits, a misspelt override fails. Then
+The data.jsonl fields are tuples: quote each path (a comma-joined list works for relative paths
+only; ml_collections rejects an unquoted path starting with /). The shared train loop
+(urgent_jax.train.loop.run): sharded over all devices, resumes from the newest checkpoint in
+--workdir, SIGTERM saves and exits, a misspelt override fails. Then
 `python -m urgent_jax.sqa.infer --workdir W ...` predicts and `python -m urgent_jax.sqa.eval` scores.
 """
 
