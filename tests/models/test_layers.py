@@ -1,7 +1,8 @@
-"""Shared layers against PyTorch: the LSTM (outputs and its custom VJP's gradients), band layout.
+"""Shared layers against PyTorch: the LSTM (outputs and its custom VJP's gradients, alone and with
+the Linear layer it can apply), the norms' hand-written gradient, band layout.
 
 Whole-model forward and gradient parity with ESPnet is in test_convert.py; this file checks the
-hand-written LSTM backward pass on its own, with and without padding.
+hand-written backward passes on their own, with and without padding.
 """
 
 import flax.linen as nn
@@ -46,14 +47,17 @@ def assert_close(ours, ref, tolerance=1e-5, name=""):
 
 @pytest.mark.parametrize("bidirectional", [True, False])
 @pytest.mark.parametrize("use_lengths", [False, True])
-def test_lstm_outputs_and_gradients_match_torch(bidirectional, use_lengths, rng):
+@pytest.mark.parametrize("project", [False, True])
+def test_lstm_outputs_and_gradients_match_torch(bidirectional, use_lengths, project, rng):
+    """project: a Linear(D·H -> 3) after the LSTM, inside our LSTM's VJP, torch.nn.Linear there."""
     lstm = torch_lstm(bidirectional)
     dirs = 2 if bidirectional else 1
+    fc = torch.nn.Linear(dirs * H, 3) if project else None
     x = rng.standard_normal((B, S, I)).astype(np.float32)
     lengths = np.array([S, 4, 7]) if use_lengths else np.full(B, S)
     valid = (np.arange(S)[None, :] < lengths[:, None])[..., None]  # [B, S, 1]
     # padded outputs carry no loss
-    cotangent = (rng.standard_normal((B, S, dirs * H)) * valid).astype(np.float32)
+    cotangent = (rng.standard_normal((B, S, 3 if project else dirs * H)) * valid).astype(np.float32)
 
     x_t = torch.tensor(x, requires_grad=True)
     packed = torch.nn.utils.rnn.pack_padded_sequence(
@@ -61,6 +65,8 @@ def test_lstm_outputs_and_gradients_match_torch(bidirectional, use_lengths, rng)
     )
     out_t, _ = lstm(packed)
     out_t = torch.nn.utils.rnn.pad_packed_sequence(out_t, batch_first=True, total_length=S)[0]
+    if project:
+        out_t = fc(out_t)
     (out_t * torch.tensor(cotangent)).sum().backward()
     named = dict(lstm.named_parameters())
     ref_grads = params_from_torch({k: p.grad for k, p in named.items()}, bidirectional)
@@ -68,19 +74,24 @@ def test_lstm_outputs_and_gradients_match_torch(bidirectional, use_lengths, rng)
     module = layers.LSTM(H, bidirectional)
     params = params_from_torch(named, bidirectional)
     seq_lengths = jnp.asarray(lengths) if use_lengths else None
+    projection = (fc.weight.detach().numpy().T, fc.bias.detach().numpy()) if project else None
 
-    def loss(params, x):
-        out = module.apply({"params": params}, x, seq_lengths)
+    def loss(params, x, projection):
+        out = module.apply({"params": params}, x, seq_lengths, projection)
         return jnp.sum(out * cotangent), out
 
-    (_, out), (d_params, d_x) = jax.jit(jax.value_and_grad(loss, argnums=(0, 1), has_aux=True))(
-        params, jnp.asarray(x)
-    )
-    out = np.asarray(out) * valid  # the forward direction runs on over padding (unused outputs)
-    assert_close(out, out_t.detach().numpy(), name="outputs")
+    grad_fn = jax.jit(jax.value_and_grad(loss, argnums=(0, 1, 2), has_aux=True))
+    (_, out), (d_params, d_x, d_projection) = grad_fn(params, jnp.asarray(x), projection)
+    # padded steps are unused: our forward direction runs on over them, torch's Linear maps them
+    # to its bias
+    out = np.asarray(out) * valid
+    assert_close(out, out_t.detach().numpy() * valid, name="outputs")
     assert_close(d_x, x_t.grad.numpy(), name="input gradient")
     for name, ref in ref_grads.items():
         assert_close(d_params[name], ref, name=name)
+    if project:
+        assert_close(d_projection[0], fc.weight.grad.numpy().T, name="projection kernel")
+        assert_close(d_projection[1], fc.bias.grad.numpy(), name="projection bias")
 
 
 def test_lstm_bfloat16_compute_stays_close(rng):
@@ -99,6 +110,35 @@ def test_lstm_bfloat16_compute_stays_close(rng):
     for a, b in zip(ref_grads, low_grads):
         assert b.dtype == jnp.float32
         assert float(jnp.linalg.norm(a - b)) <= 0.05 * float(jnp.linalg.norm(a))
+
+
+@pytest.mark.parametrize(
+    "axes, masked", [((1, 2, 3), True), ((1, 2, 3), False), ((3,), False), ((1, 3), True), ((2, 3), False)]
+)
+def test_normalize_values_and_gradient_match_torch_autograd(axes, masked, rng):
+    """The hand-written gradient of `normalize` (GN over valid frames, cLN, cfLN, per-band GN)
+    against torch autograd of the same formula in float64, padding included."""
+    x = (rng.standard_normal((2, 7, 5, 6)) * 3 + 1).astype(np.float32)
+    weight = rng.standard_normal(x.shape).astype(np.float32)  # a generic loss sum(w * y)
+    valid = np.arange(7)[None, :] < np.array([7, 4])[:, None]
+    mask = valid[:, :, None, None].astype(np.float32) if masked else None
+    eps = 1e-5
+
+    def loss(x):
+        y = layers.normalize(x, axes, eps, None if mask is None else jnp.asarray(mask))
+        return jnp.sum(y * weight), y
+
+    (_, y), d_x = jax.jit(jax.value_and_grad(loss, has_aux=True))(jnp.asarray(x))
+
+    x_t = torch.tensor(x, dtype=torch.float64, requires_grad=True)
+    m = torch.ones(1, 1, 1, 1, dtype=torch.float64) if mask is None else torch.tensor(mask).double()
+    count = m.expand_as(x_t).sum(axes, keepdim=True).clamp(min=1)
+    mean = (x_t * m).sum(axes, keepdim=True) / count
+    var = (((x_t - mean) * m) ** 2).sum(axes, keepdim=True) / count
+    y_t = (x_t - mean) / torch.sqrt(var + eps)
+    (y_t * torch.tensor(weight).double()).sum().backward()
+    assert_close(y, y_t.detach().numpy(), name="outputs")
+    assert_close(d_x, x_t.grad.numpy(), name="input gradient")
 
 
 def test_band_layout_helpers():
