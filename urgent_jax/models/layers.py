@@ -343,8 +343,9 @@ def _time_major(x, dirs: int):
 def _batch_major(hs):
     """[S, D, B, H] (direction 1 in reversed time) -> [B, S, D·H], each step's directions side by
     side in the forward time order (the inverse of `_split_directions`)."""
-    out = jnp.concatenate([hs[:, 0], jnp.flip(hs[:, 1], axis=0)], axis=-1) if hs.shape[1] == 2 else hs[:, 0]
-    return jnp.swapaxes(out, 0, 1)
+    if hs.shape[1] == 2:
+        return jnp.swapaxes(jnp.concatenate([hs[:, 0], jnp.flip(hs[:, 1], axis=0)], -1), 0, 1)
+    return jnp.swapaxes(hs[:, 0], 0, 1)
 
 
 def _split_directions(out, dirs: int):
