@@ -117,22 +117,30 @@ def read_speech_scp(path: str | os.PathLike) -> dict[str, tuple[int | None, str]
     return out
 
 
-def read_table(path: str | os.PathLike) -> list[dict[str, str]]:
+def read_table(path: str | os.PathLike, *, strict: bool = False) -> list[dict[str, str]]:
     """Rows of a tab-separated file with a header (empty if the file does not exist). A last line
     without its newline (cut by a crash mid-write) and lines with another number of fields than
-    the header are dropped, so their uids are rescored."""
+    the header are dropped, so their uids are rescored; strict=True raises ValueError naming
+    `path:line` for them instead. Without dropped lines, row i is on line i + 2."""
     if not os.path.exists(path):
         return []
     with open(path, encoding="utf-8") as f:
-        lines = f.read().split("\n")[:-1]  # [-1]: "" after the last newline, else a cut line
+        lines = f.read().split("\n")  # [-1]: "" after the last newline, else a cut line
+    if strict and lines[-1]:
+        raise ValueError(f"{path}:{len(lines)}: last line cut (no newline): an interrupted "
+                         "scoring run? Run score again to finish the table")  # fmt: skip
+    lines = lines[:-1]
     if not lines:
         return []
     header = lines[0].split("\t")
     rows = []
-    for line in lines[1:]:
+    for line_number, line in enumerate(lines[1:], 2):
         fields = line.split("\t")
         if len(fields) == len(header):
             rows.append(dict(zip(header, fields)))
+        elif strict:
+            raise ValueError(f"{path}:{line_number}: {len(fields)} fields, the header has "
+                             f"{len(header)}")  # fmt: skip
     return rows
 
 
@@ -172,40 +180,22 @@ def read_scores(path: str | os.PathLike, *, strict: bool = False) -> dict[str, d
     cut without its newline, or a header without the uid / fs / path columns raises ValueError
     naming `path:line`, so that no utterance leaves the curated list unreported.
     """
-    if not strict:
-        out = {}
-        for row in read_table(path):
-            parsed = _parse_score_row(row)
-            if parsed is None:
-                log.warning("%s: skipping a row that does not parse: %s", path, row)
-                continue
-            out[parsed["uid"]] = parsed
-        return out
-    with open(path, encoding="utf-8") as f:
-        text = f.read()
-    lines = text.split("\n")
-    if lines[-1]:
-        raise ValueError(f"{path}:{len(lines)}: last line cut (no newline): an interrupted "
-                         "scoring run? Run score again to finish the table")  # fmt: skip
-    lines = lines[:-1]
-    if not lines:
-        return {}
-    header = lines[0].split("\t")
-    missing = [c for c in ("uid", "fs", "path") if c not in header]
-    if missing:
-        raise ValueError(f"{path}:1: header has no column(s) {missing} (a scores.tsv of "
-                         f"urgent_jax.curation.score?)")  # fmt: skip
+    rows = read_table(path, strict=strict)
+    if strict and rows:
+        missing = [c for c in ("uid", "fs", "path") if c not in rows[0]]
+        if missing:
+            raise ValueError(f"{path}:1: header has no column(s) {missing} (a scores.tsv of "
+                             f"urgent_jax.curation.score?)")  # fmt: skip
     out = {}
-    for line_number, line in enumerate(lines[1:], 2):
-        fields = line.split("\t")
-        if len(fields) != len(header):
-            raise ValueError(f"{path}:{line_number}: {len(fields)} fields, the header has "
-                             f"{len(header)}")  # fmt: skip
-        parsed = _parse_score_row(dict(zip(header, fields)))
+    for line_number, row in enumerate(rows, 2):
+        parsed = _parse_score_row(row)
         if parsed is None:
-            raise ValueError(f"{path}:{line_number}: a field does not parse (fs / target_fs "
-                             f"integers, scores numbers or nan, uid and path non-empty): "
-                             f"{line!r}")  # fmt: skip
+            if strict:
+                raise ValueError(f"{path}:{line_number}: a field does not parse (fs / target_fs "
+                                 f"integers, scores numbers or nan, uid and path non-empty): "
+                                 f"{row}")  # fmt: skip
+            log.warning("%s: skipping a row that does not parse: %s", path, row)
+            continue
         out[parsed["uid"]] = parsed
     return out
 
