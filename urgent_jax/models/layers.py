@@ -369,10 +369,11 @@ def lstm_layer(x, w_ih, bias, w_hh, keep, projection=None, dtype=jnp.float32):
 
     The custom VJP saves only x and the LSTM output (not the four gates, which would be 4H per
     step, nor the cell states, a time-major copy or the projection's own copy of its input, which
-    autodiff would each keep): the backward pass rebuilds the gates with one large matmul and the
-    cell states with an element-wise scan, runs a reverse scan that carries (dh, dc), and forms
-    the weight gradients as single matmuls after the loop. For BSRNN (12 layers, 16 kHz, 2 x 4 s)
-    this took the saved activations of a training step from 3.1 to 1.7 GiB.
+    autodiff would each keep): the backward pass rebuilds the gates and the cell states, runs a
+    reverse scan that carries (dh, dc), and forms the weight gradients after the loop. The
+    forward's input projection is one matmul over all steps on accelerators and one per step on
+    CPU (`_per_step_input`). For BSRNN (12 layers, 16 kHz, 2 x 4 s) the saving took a training
+    step's saved activations 3.1 -> 1.7 GiB.
     """
     return _lstm_layer_fwd(x, w_ih, bias, w_hh, keep, projection, dtype)[0]
 
@@ -383,23 +384,48 @@ def _project(out, projection, dtype):
     return y + bias.astype(dtype)
 
 
+def _per_step_input() -> bool:
+    """Whether the LSTM forms each step's input projection inside the recurrence (XLA:CPU).
+
+    On CPU one matmul per step over [x_t, h_(t-1)] is faster than one matmul over all steps
+    followed by the recurrence: the all-steps product is a [S, D, B, 4H] array (211 MB for BSRNN's
+    time path at 16 kHz, 2 x 4 s) that is written and read back from memory, and it ran at
+    ~190 GFLOP/s against ~330 for the per-step products, which stay in cache (2-core AVX-512 CPU,
+    that layer's forward 341 -> 172 ms). Accelerators keep the one large product.
+    """
+    return jax.default_backend() == "cpu"
+
+
+def _step_gates(x_t, h_prev, w_cat, bias, dtype):
+    """One step's pre-activation gates: [x_t, h_prev] [D, B, I + H] @ w_cat [D, I + H, 4H] + bias."""
+    xh = jnp.concatenate([x_t.astype(dtype), h_prev.astype(dtype)], axis=-1)
+    return jnp.einsum("dbi,dig->dbg", xh, w_cat).astype(jnp.float32) + bias[:, None, :]
+
+
 def _recurrence(xs, w_ih, bias, w_hh, keep, dtype):
     """The forward scan: xs [S, D, B, I] -> h float32 [S, D, B, H]."""
     dirs, batch, hidden = xs.shape[1], xs.shape[2], w_hh.shape[1]
     w = w_hh.astype(dtype)
+    bias = bias.astype(jnp.float32)
+    per_step = _per_step_input()
+    w_cat = jnp.concatenate([w_ih.astype(dtype), w], axis=1) if per_step else None
 
     def step(carry, inputs):
         h_prev, c_prev = carry
-        gates_in, k = inputs
-        rec = jnp.einsum("dbh,dhg->dbg", h_prev.astype(dtype), w).astype(jnp.float32)
-        i, f, g, o = _gate_activations(gates_in + rec)
+        x_t, k = inputs
+        if per_step:
+            pre = _step_gates(x_t, h_prev, w_cat, bias, dtype)
+        else:
+            rec = jnp.einsum("dbh,dhg->dbg", h_prev.astype(dtype), w).astype(jnp.float32)
+            pre = x_t + rec  # x_t: this step's input gates
+        i, f, g, o = _gate_activations(pre)
         c = (f * c_prev + i * g) * k
         h = o * jnp.tanh(c)
         return (h, c), h
 
     zeros = jnp.zeros((dirs, batch, hidden), jnp.float32)
-    proj = _input_gates(xs, w_ih, bias, dtype)
-    return jax.lax.scan(step, (zeros, zeros), (proj, keep))[1]
+    inputs = xs if per_step else _input_gates(xs, w_ih, bias, dtype)
+    return jax.lax.scan(step, (zeros, zeros), (inputs, keep))[1]
 
 
 def _lstm_layer_fwd(x, w_ih, bias, w_hh, keep, projection, dtype):
@@ -451,7 +477,8 @@ def _lstm_layer_bwd(dtype, residuals, d_y):
     h_prev = jnp.concatenate([jnp.zeros_like(hs[:1]), hs[:-1]])  # the state before each step
     w = w_hh.astype(dtype)
     # The forward's gates [S, D, B, 4H] from one matmul over [x, h_prev] (two products and their
-    # sum would hold three 4H-wide arrays at once).
+    # sum would hold three 4H-wide arrays at once). Not per step on CPU: a scan producing them
+    # made XLA keep several layers' gates alive at once (BSRNN's step: temp memory 2.6 -> 5.9 GiB).
     xh = jnp.concatenate([xs.astype(dtype), h_prev.astype(dtype)], axis=-1)
     w_xh = jnp.concatenate([w_ih.astype(dtype), w], axis=1)  # [D, I + H, 4H]
     pre = jnp.einsum("sdbi,dig->sdbg", xh, w_xh).astype(jnp.float32)
@@ -484,6 +511,8 @@ def _lstm_layer_bwd(dtype, residuals, d_y):
     num_steps = hs.shape[0]
     zeros = jnp.zeros_like(hs[0])
     _, _, d_pre = jax.lax.fori_loop(0, num_steps, step, (zeros, zeros, pre))
+    # As single matmuls on every backend: in chunks of a few steps (operands in cache) they took
+    # 40% less time on CPU, but XLA then kept more alive (BSRNN's step: +0.33 GiB temp memory).
     d_pre_c = d_pre.astype(dtype)
     d_w_hh = jnp.einsum("sdbh,sdbg->dhg", h_prev.astype(dtype), d_pre_c)
     d_w_ih = jnp.einsum("sdbi,sdbg->dig", xs.astype(dtype), d_pre_c)
