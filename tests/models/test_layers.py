@@ -48,14 +48,15 @@ def assert_close(ours, ref, tolerance=1e-5, name=""):
 @pytest.mark.parametrize("bidirectional", [True, False])
 @pytest.mark.parametrize("use_lengths", [False, True])
 @pytest.mark.parametrize("project", [False, True])
-@pytest.mark.parametrize("per_step", [True, False])
+@pytest.mark.parametrize("stepwise", [True, False])
 def test_lstm_outputs_and_gradients_match_torch(
-    bidirectional, use_lengths, project, per_step, rng, monkeypatch
+    bidirectional, use_lengths, project, stepwise, rng, monkeypatch
 ):
     """project: a Linear(D·H -> 3) after the LSTM, inside our LSTM's VJP, torch.nn.Linear there.
-    per_step: the forward's input projection inside the recurrence (CPU) or one matmul over all
-    steps (accelerators)."""
-    monkeypatch.setattr(layers, "_per_step_input", lambda: per_step)
+    stepwise: the CPU schedule (matmuls per step; weight gradients per 2 steps here, so 4 chunks
+    and a remainder of 1) or the accelerators' (single matmuls over all steps)."""
+    monkeypatch.setattr(layers, "_stepwise_products", lambda: stepwise)
+    monkeypatch.setattr(layers, "GRADIENT_CHUNK_ROWS", 2 * B)
     lstm = torch_lstm(bidirectional)
     dirs = 2 if bidirectional else 1
     fc = torch.nn.Linear(dirs * H, 3) if project else None

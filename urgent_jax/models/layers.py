@@ -371,8 +371,8 @@ def lstm_layer(x, w_ih, bias, w_hh, keep, projection=None, dtype=jnp.float32):
     step, nor the cell states, a time-major copy or the projection's own copy of its input, which
     autodiff would each keep): the backward pass rebuilds the gates and the cell states, runs a
     reverse scan that carries (dh, dc), and forms the weight gradients after the loop. The
-    forward's input projection is one matmul over all steps on accelerators and one per step on
-    CPU (`_per_step_input`). For BSRNN (12 layers, 16 kHz, 2 x 4 s) the saving took a training
+    matmuls run over all steps at once on accelerators and step by step on CPU
+    (`_stepwise_products`). For BSRNN (12 layers, 16 kHz, 2 x 4 s) the saving took a training
     step's saved activations 3.1 -> 1.7 GiB.
     """
     return _lstm_layer_fwd(x, w_ih, bias, w_hh, keep, projection, dtype)[0]
@@ -384,14 +384,15 @@ def _project(out, projection, dtype):
     return y + bias.astype(dtype)
 
 
-def _per_step_input() -> bool:
-    """Whether the LSTM forms each step's input projection inside the recurrence (XLA:CPU).
+def _stepwise_products() -> bool:
+    """Whether the LSTM runs its matmuls step by step (XLA:CPU) rather than over all steps at once.
 
-    On CPU one matmul per step over [x_t, h_(t-1)] is faster than one matmul over all steps
-    followed by the recurrence: the all-steps product is a [S, D, B, 4H] array (211 MB for BSRNN's
-    time path at 16 kHz, 2 x 4 s) that is written and read back from memory, and it ran at
-    ~190 GFLOP/s against ~330 for the per-step products, which stay in cache (2-core AVX-512 CPU,
-    that layer's forward 341 -> 172 ms). Accelerators keep the one large product.
+    On CPU, one matmul per step over [x_t, h_(t-1)] (the forward's input projection, the backward's
+    gate rebuild) and per few steps (the weight and input gradients) beat single matmuls over all
+    steps: those read and write [S, D, B, 4H] arrays (211 MB for BSRNN's time path at 16 kHz,
+    2 x 4 s) from memory and ran at 140-200 GFLOP/s, against ~330 for the per-step products, whose
+    operands stay in cache (2-core AVX-512 CPU; that layer's forward alone 341 -> 172 ms).
+    Accelerators keep the single products.
     """
     return jax.default_backend() == "cpu"
 
@@ -407,7 +408,7 @@ def _recurrence(xs, w_ih, bias, w_hh, keep, dtype):
     dirs, batch, hidden = xs.shape[1], xs.shape[2], w_hh.shape[1]
     w = w_hh.astype(dtype)
     bias = bias.astype(jnp.float32)
-    per_step = _per_step_input()
+    per_step = _stepwise_products()
     w_cat = jnp.concatenate([w_ih.astype(dtype), w], axis=1) if per_step else None
 
     def step(carry, inputs):
@@ -448,6 +449,66 @@ def _cell_states(pre, keep):
     return jax.lax.scan(step, zeros, (pre, keep))[1]
 
 
+def _gates_and_cell_states(xs, h_prev, w_xh, bias, keep, dtype, tie):
+    """The forward's gates pre [S, D, B, 4H] and cell states c [S, D, B, H], rebuilt step by step
+    (`_stepwise_products`): pre_t = [x_t, h_(t-1)] @ w_xh + bias, c_t = (f c_(t-1) + i g) k_t.
+
+    The loop writes into buffers that start as `tie` (the backward's zero that depends on the
+    incoming gradient): zero-filled ones have no inputs, so XLA allocated them up front for every
+    LSTM of a model at once (BSRNN's step: temp memory 2.6 -> 5.4 GiB instead of 1.9).
+    """
+    bias = bias.astype(jnp.float32)
+
+    def step(t, carry):
+        c_prev, pre, cs = carry
+        pre_t = _step_gates(xs[t], h_prev[t], w_xh, bias, dtype)
+        i, f, g, _ = _gate_activations(pre_t)
+        c = (f * c_prev + i * g) * keep[t]
+        return c, pre.at[t].set(pre_t), cs.at[t].set(c)
+
+    shape = h_prev.shape  # [S, D, B, H]
+    init = (
+        jnp.zeros(shape[1:], jnp.float32),
+        jnp.full(shape[:-1] + (w_xh.shape[-1],), tie),
+        jnp.full(shape, tie),
+    )
+    return jax.lax.fori_loop(0, shape[0], step, init)[1:]
+
+
+# Rows per direction (steps x batch) of each matmul in `_input_gradients_in_chunks`.
+GRADIENT_CHUNK_ROWS = 512
+
+
+def _input_gradients_in_chunks(xs, h_prev, d_pre, w_ih, dtype, tie):
+    """(d_w_ih [D, I, 4H], d_w_hh [D, H, 4H], d_xs float32 [S, D, B, I]) from the gate gradients
+    d_pre [S, D, B, 4H], ~GRADIENT_CHUNK_ROWS rows per direction at a time (`_stepwise_products`):
+    the sums of the single matmuls, with operands that stay in cache. Buffers start as `tie`, as
+    in `_gates_and_cell_states`."""
+    steps, inputs = xs.shape[0], xs.shape[-1]
+    chunk = min(max(1, GRADIENT_CHUNK_ROWS // xs.shape[2]), steps)
+    whole = steps - steps % chunk
+    w_ih_c = w_ih.astype(dtype)
+
+    def grads(xs_part, h_part, d_part):
+        xh = jnp.concatenate([xs_part.astype(dtype), h_part.astype(dtype)], axis=-1)
+        d_part = d_part.astype(dtype)
+        d_w = jnp.einsum("sdbi,sdbg->dig", xh, d_part).astype(jnp.float32)
+        return d_w, jnp.einsum("sdbg,dig->sdbi", d_part, w_ih_c).astype(jnp.float32)
+
+    def body(n, carry):
+        d_w, d_xs = carry
+        part = [jax.lax.dynamic_slice_in_dim(a, n * chunk, chunk) for a in (xs, h_prev, d_pre)]
+        d_w_part, d_xs_part = grads(*part)
+        return d_w + d_w_part, jax.lax.dynamic_update_slice_in_dim(d_xs, d_xs_part, n * chunk, 0)
+
+    d_w = jnp.full((xs.shape[1], inputs + h_prev.shape[-1], d_pre.shape[-1]), tie)
+    d_w, d_xs = jax.lax.fori_loop(0, whole // chunk, body, (d_w, jnp.full(xs.shape, tie)))
+    if whole < steps:
+        d_w_part, d_xs_part = grads(xs[whole:], h_prev[whole:], d_pre[whole:])
+        d_w, d_xs = d_w + d_w_part, d_xs.at[whole:].set(d_xs_part)
+    return d_w[:, :inputs], d_w[:, inputs:], d_xs
+
+
 def _lstm_layer_bwd(dtype, residuals, d_y):
     x, w_ih, bias, w_hh, keep, projection, out = residuals
     dirs = w_ih.shape[0]
@@ -476,14 +537,16 @@ def _lstm_layer_bwd(dtype, residuals, d_y):
     d_hs = _split_directions(d_out, dirs)
     h_prev = jnp.concatenate([jnp.zeros_like(hs[:1]), hs[:-1]])  # the state before each step
     w = w_hh.astype(dtype)
-    # The forward's gates [S, D, B, 4H] from one matmul over [x, h_prev] (two products and their
-    # sum would hold three 4H-wide arrays at once). Not per step on CPU: a scan producing them
-    # made XLA keep several layers' gates alive at once (BSRNN's step: temp memory 2.6 -> 5.9 GiB).
-    xh = jnp.concatenate([xs.astype(dtype), h_prev.astype(dtype)], axis=-1)
     w_xh = jnp.concatenate([w_ih.astype(dtype), w], axis=1)  # [D, I + H, 4H]
-    pre = jnp.einsum("sdbi,dig->sdbg", xh, w_xh).astype(jnp.float32)
-    pre = pre + bias.astype(jnp.float32)[None, :, None, :]
-    cs = _cell_states(pre, keep)
+    if _stepwise_products():
+        pre, cs = _gates_and_cell_states(xs, h_prev, w_xh, bias, keep, dtype, tie)
+    else:
+        # The forward's gates [S, D, B, 4H] from one matmul over [x, h_prev] (two products and
+        # their sum would hold three 4H-wide arrays at once).
+        xh = jnp.concatenate([xs.astype(dtype), h_prev.astype(dtype)], axis=-1)
+        pre = jnp.einsum("sdbi,dig->sdbg", xh, w_xh).astype(jnp.float32)
+        pre = pre + bias.astype(jnp.float32)[None, :, None, :]
+        cs = _cell_states(pre, keep)
     c_prev = jnp.concatenate([jnp.zeros_like(cs[:1]), cs[:-1]])
 
     def step(n, carry):
@@ -511,12 +574,13 @@ def _lstm_layer_bwd(dtype, residuals, d_y):
     num_steps = hs.shape[0]
     zeros = jnp.zeros_like(hs[0])
     _, _, d_pre = jax.lax.fori_loop(0, num_steps, step, (zeros, zeros, pre))
-    # As single matmuls on every backend: in chunks of a few steps (operands in cache) they took
-    # 40% less time on CPU, but XLA then kept more alive (BSRNN's step: +0.33 GiB temp memory).
-    d_pre_c = d_pre.astype(dtype)
-    d_w_hh = jnp.einsum("sdbh,sdbg->dhg", h_prev.astype(dtype), d_pre_c)
-    d_w_ih = jnp.einsum("sdbi,sdbg->dig", xs.astype(dtype), d_pre_c)
-    d_xs = jnp.einsum("sdbg,dig->sdbi", d_pre_c, w_ih.astype(dtype)).astype(jnp.float32)
+    if _stepwise_products():
+        d_w_ih, d_w_hh, d_xs = _input_gradients_in_chunks(xs, h_prev, d_pre, w_ih, dtype, tie)
+    else:
+        d_pre_c = d_pre.astype(dtype)
+        d_w_hh = jnp.einsum("sdbh,sdbg->dhg", h_prev.astype(dtype), d_pre_c)
+        d_w_ih = jnp.einsum("sdbi,sdbg->dig", xs.astype(dtype), d_pre_c)
+        d_xs = jnp.einsum("sdbg,dig->sdbi", d_pre_c, w_ih.astype(dtype)).astype(jnp.float32)
     d_x = d_xs[:, 0] + jnp.flip(d_xs[:, 1], axis=0) if dirs == 2 else d_xs[:, 0]  # [S, B, I]
     return (
         jnp.swapaxes(d_x, 0, 1).astype(x.dtype),
