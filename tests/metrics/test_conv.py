@@ -35,12 +35,15 @@ SHAPES = [
 
 
 @pytest.mark.parametrize(("frames", "time_pad"), SHAPES)
-@pytest.mark.parametrize("freq", [((1, 1), 1), ((0, 0), 2)])
-def test_winograd_and_direct_match_numpy(frames, time_pad, freq):
+@pytest.mark.parametrize("freq", [((1, 1), 1), ((0, 0), 2), ((0, 0), 1)])
+@pytest.mark.parametrize("channels", [8, 2, 1])
+def test_winograd_and_direct_match_numpy(frames, time_pad, freq, channels):
+    """channels <= BROADCAST_MAX_CHANNELS with frequency stride 1: the direct convolution is the
+    broadcast multiply-add path."""
     freq_pad, freq_stride = freq
     rng = np.random.default_rng(frames)
-    x = rng.standard_normal((2, frames, 13, 8)).astype(np.float32)
-    w = rng.standard_normal((3, 3, 8, 5)).astype(np.float32)
+    x = rng.standard_normal((2, frames, 13, channels)).astype(np.float32)
+    w = rng.standard_normal((3, 3, channels, 5)).astype(np.float32)
     expected = numpy_conv(x, w, time_pad, freq_pad, (1, freq_stride))
     scale = np.abs(expected).max()
     for winograd in (0, 4, 6):

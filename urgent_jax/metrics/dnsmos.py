@@ -263,18 +263,9 @@ def _conv(x: jax.Array, w: jax.Array, b: jax.Array, time_pad=(1, 1)) -> jax.Arra
     """3x3 convolution, zero padding 1, channels-last: [N, H, W, I] -> [N, H, W, O].
 
     `time_pad` (zeros before, after on the H axis) other than (1, 1) gives the valid part of a
-    patch cut from a longer sequence: H + sum(time_pad) - 2 output frames.
-
-    With one input channel (both networks' first layer) it is nine broadcast multiply-adds, which
-    XLA fuses with the bias, ReLU and pooling that follow; measured on 2 cores, per segment: primary
-    40 -> 30 ms, P.808 conv + ReLU + pool 5.4 -> 1.8 ms (a library convolution with 1 input
-    channel is a matrix product with 9-long rows).
+    patch cut from a longer sequence: H + sum(time_pad) - 2 output frames. Both networks' first
+    layer (one input channel) runs as nine broadcast multiply-adds (conv3x3's few-channel path).
     """
-    if w.shape[2] == 1:
-        xp = jnp.pad(x, ((0, 0), tuple(time_pad), (1, 1), (0, 0)))
-        h, v = xp.shape[1] - 2, x.shape[2]
-        taps = [xp[:, i : i + h, j : j + v] * w[i, j, 0] for i in range(3) for j in range(3)]
-        return functools.reduce(jnp.add, taps) + b
     # Winograd F(6, 3) along time (metrics/conv.py) on every layer with >= 32 input channels but
     # the few-frame border patches. In the whole network, per clip on 2 cores: F(4, 3) on the 32-
     # and 64-channel layers (it made the 128-channel one slower) -> F(6, 3) there ~3% -> F(6, 3)
