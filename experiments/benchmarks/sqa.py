@@ -19,9 +19,13 @@ Head on both sides: softmax layer weighting (WavLM), Linear + LayerNorm,
 Linear, range activation (MOS 1..5);
 the torch head's weights are copied into ours. Prints clips/s of both (median of `--repeats`
 calls after a warm-up call that compiles; ours and torch alternate so that both see the same
-machine load), process CPU seconds per clip, the speed-up ours vs torch in wall and CPU time, and
-the largest prediction difference. torch uses its default thread count, XLA:CPU all cores. On a
-shared machine the CPU-time ratio is the steadier figure.
+machine load, each call SETTLE_S after the other side's), process CPU seconds per clip, the
+speed-up ours vs torch in wall and CPU time, and the largest prediction difference. torch uses its
+default thread count, XLA:CPU all cores. On a shared machine the CPU-time ratio is the steadier
+figure. A second line per front-end gives the ceiling that the float32 matrix-product rate sets:
+our FLOPs per clip (XLA's cost analysis) at XLA's best 2048 x 2048 product rate measured in the
+same run, the largest speed-up over torch that this allows, and the fraction of that rate ours
+reaches.
 """
 
 from __future__ import annotations
@@ -43,6 +47,7 @@ from urgent_jax.metrics import distillmos  # noqa: E402
 from urgent_jax.models import sqa, wavlm  # noqa: E402
 
 SAMPLE_RATE = 16000
+SETTLE_S = 0.2  # pause before each timed call (timing.interleaved_median_times' settle_s)
 
 
 def speech_like(batch: int, num_samples: int, seed: int = 0) -> np.ndarray:
@@ -186,6 +191,29 @@ def build_wavlm(torch, args):
 # --- main ---------------------------------------------------------------------------------------
 
 
+def clip_flops(model, variables, num_samples: int) -> float:
+    """Floating-point operations of one clip through our network (XLA's cost analysis)."""
+    x, n = jnp.zeros((1, num_samples), jnp.float32), jnp.full((1,), num_samples, jnp.int32)
+    apply = jax.jit(lambda v, x, n: model.apply(v, x, n, train=False))
+    cost = apply.lower(variables, x, n).compile().cost_analysis()
+    return float((cost[0] if isinstance(cost, list) else cost)["flops"])
+
+
+def matmul_rates(torch, size: int = 2048, repeats: int = 10) -> tuple[float, float]:
+    """Best float32 FLOP/s of a size x size matrix product: (XLA, torch), measured now."""
+    a = jnp.ones((size, size), jnp.float32)
+    product = jax.jit(lambda a: a @ a)
+    product(a).block_until_ready()
+    ta = torch.ones(size, size)
+    # one side after the other: right after a torch call its idle threads still spin for a while
+    # and slow XLA's next product down (~15% here)
+    best = (
+        min(timed(lambda: product(a).block_until_ready())[0] for _ in range(repeats)),
+        min(timed(lambda: ta @ ta)[0] for _ in range(repeats)),
+    )
+    return tuple(2 * size**3 / t for t in best)
+
+
 def timed(fn) -> tuple[float, float]:
     """(wall s, process CPU s, all threads) of one call of fn."""
     wall, cpu = time.perf_counter(), time.process_time()
@@ -235,6 +263,7 @@ def main(argv=None) -> int:
             times = {"ours": [], "torch": []}  # interleaved: both see the same machine load
             for _ in range(args.repeats):
                 for key, fn in (("ours", ours), ("torch", ref)):
+                    time.sleep(SETTLE_S)  # the other side's thread pools stop spinning
                     times[key].append(timed(fn))
         (wall, cpu), (wall_ref, cpu_ref) = (np.median(times[k], axis=0) for k in ("ours", "torch"))
         print(
@@ -243,6 +272,18 @@ def main(argv=None) -> int:
             f"({cpu_ref / args.batch:6.2f} CPU-s/clip)"
             f"   ratio {wall_ref / wall:5.2f}x (CPU time {cpu_ref / cpu:5.2f}x)"
             f"   max |pred diff| {np.max(np.abs(pred - pred_ref)):.2e}",
+            flush=True,
+        )
+        # What the float32 matrix-product rate allows: our FLOPs at XLA's best 2048^2 rate
+        flops = clip_flops(model, variables, num_samples)
+        rate, rate_torch = matmul_rates(torch)
+        floor = flops / rate  # s per clip
+        print(
+            f"{'':10s} ceiling: {flops / 1e9:.1f} GFLOP/clip (XLA cost analysis); at XLA's "
+            f"{rate / 1e9:.0f} GFLOP/s (2048^2 float32; torch {rate_torch / 1e9:.0f}) >= "
+            f"{1e3 * floor:.0f} ms/clip, so at most {wall_ref / args.batch / floor:.2f}x "
+            f"torch's {1e3 * wall_ref / args.batch:.0f} ms/clip; ours reaches "
+            f"{flops * args.batch / wall / rate:.0%} of that rate",
             flush=True,
         )
     return 0

@@ -268,3 +268,43 @@ def test_module_trains_with_batch_statistics():
     )
     emb = model.apply(variables, crops, method=dm.DistillMOS.embed)
     assert emb.shape == (2, 384, 16)
+
+
+def _attention_numpy(q, k, v, key_mask, bias, drop_mask):
+    """softmax(q.k / sqrt(Dh) + bias) over unmasked keys, times a dropout mask, then v (float64)."""
+    q, k, v = (np.asarray(a, np.float64) for a in (q, k, v))  # [N, T, H, Dh or Dv]
+    scores = np.einsum("nqhd,nkhd->nhqk", q, k) / np.sqrt(q.shape[-1])
+    if bias is not None:
+        scores = scores + bias
+    scores = np.where(key_mask[:, None, None, :], scores, -np.inf)
+    weights = np.exp(scores - scores.max(-1, keepdims=True))
+    weights = weights / weights.sum(-1, keepdims=True) * drop_mask
+    out = np.einsum("nhqk,nkhd->nqhd", weights, v)
+    return out.reshape(*out.shape[:2], -1)
+
+
+@pytest.mark.parametrize("with_bias", [False, True])
+@pytest.mark.parametrize("with_dropout", [False, True])
+@pytest.mark.parametrize("dv", [4, dm.ONES_COLUMN_MAX_DIM + 8])  # softmax sums: both forms
+def test_dot_product_attention_matches_numpy(with_bias, with_dropout, dv):
+    n, t, h, dh = 2, 7, 3, 5
+    rng = np.random.default_rng(0)
+    q, k = (rng.standard_normal((n, t, h, dh)).astype(np.float32) for _ in range(2))
+    v = rng.standard_normal((n, t, h, dv)).astype(np.float32)
+    key_mask = np.arange(t)[None] < np.array([[t], [4]])  # second example: 3 padded keys
+    bias = rng.standard_normal((n, h, t, t)).astype(np.float32) if with_bias else None
+    drop_mask = np.ones((n, h, t, t), np.float32)
+    if with_dropout:
+        drop_mask = (rng.uniform(size=drop_mask.shape) > 0.3) / np.float32(0.7)
+    out = dm.dot_product_attention(
+        jnp.asarray(q),
+        jnp.asarray(k),
+        jnp.asarray(v),
+        key_mask=jnp.asarray(key_mask),
+        bias=None if bias is None else jnp.asarray(bias),
+        dropout=(lambda w: w * drop_mask) if with_dropout else None,
+        precision="highest",
+    )
+    ref = _attention_numpy(q, k, v, key_mask, bias, drop_mask)
+    assert out.shape == (n, t, h * dv)
+    np.testing.assert_allclose(np.asarray(out), ref, rtol=1e-5, atol=1e-5)

@@ -263,3 +263,31 @@ def test_wavlm_do_normalize_read_from_preprocessor_config(tmp_path):
     assert dict(sqa.wavlm_frontend_kwargs(tmp_path))["do_normalize"] is True
     preprocessor.write_text(json.dumps({"feature_size": 1}))  # Wav2Vec2FeatureExtractor default
     assert wavlm.WavLMConfig.from_pretrained(tmp_path).do_normalize
+
+
+def test_encoder_layer_matches_torch_with_key_padding():
+    """EncoderLayer == torch TransformerEncoderLayer (post-norm, ReLU, eval) with a padding mask."""
+    torch = pytest.importorskip("torch")
+    d, heads, ffn, t = 16, 4, 32, 9
+    torch.manual_seed(0)
+    ref = torch.nn.TransformerEncoderLayer(d, heads, ffn, dropout=0.1, batch_first=True).eval()
+    s = {name: p.detach().numpy() for name, p in ref.state_dict().items()}
+    lin = lambda n: {"kernel": s[f"{n}.weight"].T, "bias": s[f"{n}.bias"]}  # noqa: E731
+    norm = lambda n: {"scale": s[f"{n}.weight"], "bias": s[f"{n}.bias"]}  # noqa: E731
+    params = {
+        "in_proj": {"kernel": s["self_attn.in_proj_weight"].T, "bias": s["self_attn.in_proj_bias"]},
+        "out_proj": lin("self_attn.out_proj"),
+        "linear1": lin("linear1"),
+        "linear2": lin("linear2"),
+        "norm1": norm("norm1"),
+        "norm2": norm("norm2"),
+    }
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((2, t, d)).astype(np.float32)
+    mask = np.arange(t)[None] < np.array([[t], [5]])
+    with torch.no_grad():
+        want = ref(torch.from_numpy(x), src_key_padding_mask=torch.from_numpy(~mask)).numpy()
+    layer = sqa.EncoderLayer(d_model=d, num_heads=heads, ffn_dim=ffn)
+    got = layer.apply({"params": params}, jnp.asarray(x), jnp.asarray(mask))
+    # torch's fast path may zero padded query rows; only the frames the pooling reads count
+    np.testing.assert_allclose(np.asarray(got)[mask], want[mask], rtol=1e-4, atol=1e-4)

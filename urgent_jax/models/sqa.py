@@ -250,11 +250,13 @@ class EncoderLayer(nn.Module):
         h = self.num_heads
         drop = lambda y: nn.Dropout(self.dropout)(y, deterministic=not train)  # noqa: E731
         qkv = _dense(3 * d, ("embed", "mlp"), "in_proj", self.dtype)(x).reshape(b, t, 3, h, d // h)
-        q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]  # [B, T, H, Dh]
-        scores = jnp.einsum("bqhd,bkhd->bhqk", q * (d // h) ** -0.5, k)
-        scores = jnp.where(mask[:, None, None, :], scores, -jnp.inf)
-        weights = drop(jax.nn.softmax(scores.astype(jnp.float32), axis=-1).astype(self.dtype))
-        attn = jnp.einsum("bhqk,bkhd->bqhd", weights, v).reshape(b, t, d)
+        attn = distillmos.dot_product_attention(
+            qkv[:, :, 0],
+            qkv[:, :, 1],
+            qkv[:, :, 2],
+            key_mask=mask,
+            dropout=drop if train and self.dropout > 0 else None,
+        )
         attn = _dense(d, ("mlp", "embed"), "out_proj", self.dtype)(attn)
         x = _layer_norm(self.epsilon, "norm1")(x + drop(attn))
         y = nn.relu(_dense(self.ffn_dim, ("embed", "mlp"), "linear1", self.dtype)(x))

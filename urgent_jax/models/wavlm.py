@@ -48,7 +48,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import traverse_util
 
-from urgent_jax.metrics import torch_checkpoint
+from urgent_jax.metrics import distillmos, torch_checkpoint
 
 Dtype = Any
 PREPROCESSOR_FILE = "preprocessor_config.json"  # the feature extractor's settings
@@ -317,11 +317,17 @@ class Attention(nn.Module):
         proj = jax.nn.sigmoid(proj.reshape(b, t, h, 2, 4).sum(-1))  # [B, T, H, 2]
         gate = proj[..., 0] * (proj[..., 1] * const - 1.0) + 2.0  # [B, T, H]
         bias = jnp.transpose(gate, (0, 2, 1))[..., None] * position_bias  # [B, H, T, T]
-        scores = jnp.einsum("bqhd,bkhd->bhqk", q * (dh**-0.5), k) + bias
-        scores = jnp.where(key_mask[:, None, None, :], scores, -jnp.inf)
-        weights = jax.nn.softmax(scores.astype(jnp.float32), axis=-1).astype(self.dtype)
-        weights = nn.Dropout(cfg.attention_dropout)(weights, deterministic=not train)
-        out = jnp.einsum("bhqk,bkhd->bqhd", weights, v).reshape(b, t, d)
+        drop = nn.Dropout(cfg.attention_dropout)
+        out = distillmos.dot_product_attention(
+            q,
+            k,
+            v,
+            key_mask=key_mask,
+            bias=bias,
+            dropout=(lambda w: drop(w, deterministic=False))
+            if train and cfg.attention_dropout > 0
+            else None,
+        )
         out = _dense(d, ("mlp", "embed"), "out_proj", self.dtype)(out)
         return out, position_bias
 
