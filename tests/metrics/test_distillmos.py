@@ -9,6 +9,7 @@ implementation of torchaudio's algorithm in tests/audio/test_resample.py, one fi
 
 from __future__ import annotations
 
+import functools
 import pickle
 import sys
 import types
@@ -238,11 +239,13 @@ def test_other_rates_match_torch_on_torchaudio_resampled_audio(
 # --- flax module --------------------------------------------------------------------------------
 
 
-def test_module_trains_with_batch_statistics():
-    # A narrow copy of the architecture (same crop length and frame count), for fine-tuning use.
-    model = dm.DistillMOS(cnn_channels=(4, 4, 4, 4, 4, 8), dim=16, num_heads=2, num_layers=1)
+def _narrow_model(num_layers: int):
+    """A narrow copy of the architecture (same crop length and frame count), two crops, and random
+    variables in the shapes of init (compiling init's random initialisers is slow on CPU)."""
+    model = dm.DistillMOS(
+        cnn_channels=(4, 4, 4, 4, 4, 8), dim=16, num_heads=2, num_layers=num_layers
+    )
     crops = jax.random.normal(jax.random.key(0), (2, dm.CROP_SAMPLES)) * 0.1
-    # Random values in the shapes of init (compiling init's random initialisers is slow on CPU).
     shapes = jax.eval_shape(model.init, jax.random.key(1), crops)
     assert set(shapes) == {"params", "batch_stats", "buffers"}
     rng = np.random.default_rng(0)
@@ -253,6 +256,11 @@ def test_module_trains_with_batch_statistics():
         ),
         shapes,
     )
+    return model, crops, variables
+
+
+def test_module_trains_with_batch_statistics():
+    model, crops, variables = _narrow_model(num_layers=1)
 
     def loss(p):
         q, updates = model.apply(
@@ -268,6 +276,21 @@ def test_module_trains_with_batch_statistics():
     )
     emb = model.apply(variables, crops, method=dm.DistillMOS.embed)
     assert emb.shape == (2, 384, 16)
+
+
+@pytest.mark.parametrize("train", [False, True])
+def test_embed_output_frames_equal_the_leading_frames(train):
+    """embed(output_frames=n) == embed()[:, :n]; without batch statistics the last layer computes
+    only those frames, the earlier ones all (they are the last layer's keys and values)."""
+    model, crops, variables = _narrow_model(num_layers=2)
+    embed = functools.partial(model.apply, variables, crops, train, method=dm.DistillMOS.embed)
+    if train:
+        embed = functools.partial(embed, mutable=["batch_stats"])
+    full, head = embed(), embed(output_frames=150)
+    if train:
+        (full, _), (head, _) = full, head
+    assert head.shape == (2, 150, 16)
+    np.testing.assert_allclose(head, full[:, :150], rtol=1e-5, atol=1e-5)
 
 
 def _attention_numpy(q, k, v, key_mask, bias, drop_mask):

@@ -257,13 +257,14 @@ class SelfAttention(nn.Module):
     precision: Precision = None
 
     @nn.compact
-    def __call__(self, x: jax.Array) -> jax.Array:
+    def __call__(self, x: jax.Array, num_queries: int | None = None) -> jax.Array:
+        """[N, T, D] -> [N, T, D], or only the first num_queries (static) frames' outputs."""
         n, t, _ = x.shape
         head_dim = self.dim // self.num_heads
         qkv = nn.Dense(3 * self.dim, precision=self.precision, name="in_proj")(x)  # [N, T, 3D]
         qkv = qkv.reshape(n, t, 3, self.num_heads, head_dim)  # [N, T, qkv, H, Dh]
         out = dot_product_attention(
-            qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2], precision=self.precision
+            qkv[:, :num_queries, 0], qkv[:, :, 1], qkv[:, :, 2], precision=self.precision
         )
         return nn.Dense(self.dim, precision=self.precision, name="out_proj")(out)
 
@@ -278,8 +279,13 @@ class EncoderLayer(nn.Module):
     precision: Precision = None
 
     @nn.compact
-    def __call__(self, x: jax.Array) -> jax.Array:
-        attn = SelfAttention(self.dim, self.num_heads, self.precision, name="self_attn")(x)
+    def __call__(self, x: jax.Array, num_queries: int | None = None) -> jax.Array:
+        """[N, T, D] -> [N, T, D], or only the first num_queries (static) frames' outputs (all
+        frames still serve as keys and values)."""
+        attn = SelfAttention(self.dim, self.num_heads, self.precision, name="self_attn")(
+            x, num_queries
+        )
+        x = x[:, :num_queries]
         x = nn.LayerNorm(self.epsilon, use_fast_variance=False, name="norm1")(x + attn)
         h = nn.relu(nn.Dense(self.ffn_dim, precision=self.precision, name="linear1")(x))
         h = nn.Dense(self.dim, precision=self.precision, name="linear2")(h)
@@ -297,7 +303,11 @@ class TransformerEncoder(nn.Module):
     precision: Precision = None
 
     @nn.compact
-    def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+    def __call__(
+        self, x: jax.Array, train: bool = False, num_queries: int | None = None
+    ) -> jax.Array:
+        """[N, T, C] -> [N, T, D]; num_queries (static): the last layer computes only the first
+        num_queries frames' outputs (-> [N, num_queries, D])."""
         x = _batch_norm(self.epsilon, "norm")(x, use_running_average=not train)  # [N, T, C]
         x = nn.Dense(self.dim, precision=self.precision, name="linear_proj")(x)  # [N, T, D]
         pe = self.variable(
@@ -313,7 +323,7 @@ class TransformerEncoder(nn.Module):
                 self.precision,
                 name=f"layers_{i}",
             )
-            x = layer(x)
+            x = layer(x, num_queries if i == self.num_layers - 1 else None)
         return x
 
 
@@ -362,20 +372,27 @@ class DistillMOS(nn.Module):
         self.pool = AttentionPooling(self.dim, self.precision)
 
     def embed(
-        self, crops: jax.Array, train: bool = False, signal_samples: int | None = None
+        self,
+        crops: jax.Array,
+        train: bool = False,
+        signal_samples: int | None = None,
+        output_frames: int | None = None,
     ) -> jax.Array:
         """Frame features before pooling: [N, 122880] -> [N, 384, dim].
 
         signal_samples (static): all crops are zero from this sample on (zero-padded short clips);
         the CNN then skips the frames that see only zeros (same result, fewer FLOPs).
+        output_frames (static): only the first output_frames frames' features, [N, output_frames,
+        dim]; with running statistics (train=False) the last transformer layer computes no others
+        (every frame still serves as key and value), with batch statistics all are computed.
         """
         active_frames = None
         if signal_samples is not None:  # frame t covers samples [160 t - 80, 160 t + 240)
             active_frames = -(-(signal_samples + (N_FFT - HOP_LENGTH) // 2) // HOP_LENGTH)
         feat = self.cnn(compressed_spectrum(crops), active_frames)  # [N, 384, 1024]
         x = self.norm_input(feat, use_running_average=not train)
-        x = self.transformer(x, train)
-        return self.norm_trans(x, use_running_average=not train)
+        x = self.transformer(x, train, None if train else output_frames)
+        return self.norm_trans(x, use_running_average=not train)[:, :output_frames]
 
     def __call__(
         self, crops: jax.Array, train: bool = False, signal_samples: int | None = None

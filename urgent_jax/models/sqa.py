@@ -123,10 +123,15 @@ class DistillMOSFrontend(nn.Module):
         x = x / (jnp.max(jnp.abs(x), axis=-1, keepdims=True) + 1e-8)
         signal = t if k == 1 and t < crop else None  # zero tail of every crop: CNN skips it
         encoder = distillmos.DistillMOS(precision=self.precision, name="distillmos")
-        feats = encoder.embed(x, train and self.update_batch_stats, signal_samples=signal)
-        hop = crop // feats.shape[1]  # 320 samples per frame
-        feats = feats.reshape(b, k * feats.shape[1], feats.shape[2])  # [B, K * 384, 200]
-        feats = feats[:, : -(-t // hop)]  # frames past the padded input are padding for all items
+        hop = crop // encoder.num_frames  # 320 samples per frame
+        keep = -(-t // hop)  # frames past the padded input are padding for all items
+        feats = encoder.embed(
+            x,
+            train and self.update_batch_stats,
+            signal_samples=signal,
+            output_frames=keep if k == 1 else None,  # one crop: its last layer skips the rest
+        )
+        feats = feats.reshape(b, -1, feats.shape[2])[:, :keep]  # [B, K * 384 -> keep, 200]
         frames = jnp.minimum(-(-jnp.asarray(lengths, jnp.int32) // hop), feats.shape[1])
         return feats[None], frames  # [1, B, ceil(T / 320), 200], [B]
 
