@@ -328,6 +328,13 @@ def _gate_activations(pre):
     return jax.nn.sigmoid(i), jax.nn.sigmoid(f), jnp.tanh(g), jax.nn.sigmoid(o)
 
 
+def _cell_update(pre, c_prev, k):
+    """One step's cell state c = (f c_prev + i g) k (k: 1 for valid frames, 0 past the length) and
+    output gate o, from the pre-activation gates pre [..., 4H]."""
+    i, f, g, o = _gate_activations(pre)
+    return (f * c_prev + i * g) * k, o
+
+
 def _input_gates(xs, w_ih, bias, dtype):
     """Every step's input projection in one matmul: xs [S, D, B, I] -> float32 [S, D, B, 4H]."""
     proj = jnp.einsum("sdbi,dig->sdbg", xs.astype(dtype), w_ih.astype(dtype))
@@ -419,8 +426,7 @@ def _recurrence(xs, w_ih, bias, w_hh, keep, dtype):
         else:
             rec = jnp.einsum("dbh,dhg->dbg", h_prev.astype(dtype), w).astype(jnp.float32)
             pre = x_t + rec  # x_t: this step's input gates
-        i, f, g, o = _gate_activations(pre)
-        c = (f * c_prev + i * g) * k
+        c, o = _cell_update(pre, c_prev, k)
         h = o * jnp.tanh(c)
         return (h, c), h
 
@@ -441,8 +447,7 @@ def _cell_states(pre, keep):
 
     def step(c_prev, inputs):
         gates, k = inputs
-        i, f, g, _ = _gate_activations(gates)
-        c = (f * c_prev + i * g) * k
+        c, _ = _cell_update(gates, c_prev, k)
         return c, c
 
     zeros = jnp.zeros(pre.shape[1:-1] + (pre.shape[-1] // 4,), jnp.float32)
@@ -462,8 +467,7 @@ def _gates_and_cell_states(xs, h_prev, w_xh, bias, keep, dtype, tie):
     def step(t, carry):
         c_prev, pre, cs = carry
         pre_t = _step_gates(xs[t], h_prev[t], w_xh, bias, dtype)
-        i, f, g, _ = _gate_activations(pre_t)
-        c = (f * c_prev + i * g) * keep[t]
+        c, _ = _cell_update(pre_t, c_prev, keep[t])
         return c, pre.at[t].set(pre_t), cs.at[t].set(c)
 
     shape = h_prev.shape  # [S, D, B, H]
